@@ -1,0 +1,166 @@
+"""Checks run on every host, in parallel, before anything is started: a table of (host, check, ok, detail).
+
+The facts it learns (the interface facing the master, the device nodes present) feed the plan.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+from rich.table import Table
+
+from .errors import PreflightError
+from .fanout import fanout
+from .plan import HostFacts
+from .spec import JobSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .console import Console
+    from .launcher import Hosts
+
+MLU_EXTRA = re.compile(r"^(cambricon_ipcm\d+|commu\d+|cmsg_ctrl\d+|cambr-msgq:\d+|cambr-rpc:\d+|cambricon_gdr)$")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class HostReport:
+    host: str
+    checks: list[Check] = field(default_factory=list)
+    facts: HostFacts = field(default_factory=HostFacts)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def discover_devices(kind: str, dev: list[str], dri: list[str]) -> tuple[int, list[str], Optional[str]]:
+    """From the names under /dev and /dev/dri: (accelerators found, device nodes to pass, missing control node).
+
+    MLU: /dev/cambricon_devN + /dev/cambricon_ctl (+ the ipcm/commu/msgq/rpc/gdr nodes where present), as
+    Cambricon's device plugin passes them; CUDA: /dev/nvidiaN + nvidiactl/uvm; DCU/ROCm: /dev/kfd + renderD*.
+    """
+    names = set(dev)
+    if kind == "mlu":
+        cards = sorted((n for n in names if re.fullmatch(r"cambricon_dev\d+", n)), key=_num)
+        extra = sorted(n for n in names if MLU_EXTRA.match(n))
+        ctl = "cambricon_ctl" in names
+        nodes = [f"/dev/{n}" for n in cards + (["cambricon_ctl"] if ctl else []) + extra]
+        return len(cards), nodes, None if ctl else "/dev/cambricon_ctl"
+    if kind == "cuda":
+        cards = sorted((n for n in names if re.fullmatch(r"nvidia\d+", n)), key=_num)
+        ctl = [n for n in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset") if n in names]
+        nodes = [f"/dev/{n}" for n in cards + ctl]
+        return len(cards), nodes, None if "nvidiactl" in names or not cards else "/dev/nvidiactl"
+    if kind == "dcu":
+        render = sorted((n for n in dri if re.fullmatch(r"renderD\d+", n)), key=_num)
+        kfd = "kfd" in names
+        nodes = (["/dev/kfd"] if kfd else []) + [f"/dev/dri/{n}" for n in render]
+        return len(render), nodes, None if kfd else "/dev/kfd"
+    return 0, [], None
+
+
+def _num(name: str) -> int:
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+def parse_route_dev(text: str) -> Optional[str]:
+    m = re.search(r"\bdev\s+(\S+)", text)
+    return m.group(1) if m else None
+
+
+def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master_addr: str) -> HostReport:
+    t = hosts.transports[host]
+    rep = HostReport(host)
+    rep.checks.append(Check("ssh", True, "connected, host key verified" if not t.is_local else "local"))
+    if spec.runtime == "docker":
+        try:
+            v = hosts.docker(host).version()
+            rep.checks.append(Check("docker", True, f"Engine {v.get('Version', '?')}"))
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            rep.checks.append(Check("docker", False, f"daemon not reachable: {str(err).splitlines()[0][:160]}"))
+    ifname = None
+    if spec.transport == "ssh":
+        res = t.run(["ip", "-o", "route", "get", master_addr], timeout=15)
+        ifname = parse_route_dev(res.text()) if res.ok else None
+        if ifname:
+            rep.checks.append(Check("route to master", True, f"{master_addr} via {ifname}"))
+        else:
+            rep.checks.append(Check("route to master", False, f"no route to {master_addr}: {res.err_line()}"))
+    devices: list[str] = []
+    if spec.device != "cpu":
+        dev = t.run(["ls", "-1A", "/dev"], timeout=15).text().split()
+        dri = t.run(["ls", "-1A", "/dev/dri"], timeout=15).text().split()
+        count, devices, missing = discover_devices(spec.device, dev, dri)
+        need = spec.distributed.nproc_per_node
+        ok = count >= need and missing is None
+        detail = f"{count} {spec.device} device(s) found, nproc_per_node is {need}"
+        if missing:
+            detail += f"; {missing} missing"
+        rep.checks.append(Check("accelerators", ok, detail))
+    if is_master and spec.transport == "ssh":
+        port = spec.distributed.master_port
+        res = t.run(["ss", "-Hltn", f"sport = :{port}"], timeout=15)
+        busy = res.ok and res.text().strip() != ""
+        rep.checks.append(Check("master port", res.ok and not busy,
+                                f"{port} already in use on the master" if busy else
+                                (f"{port} free" if res.ok else f"cannot check: {res.err_line()}")))
+    rep.facts = HostFacts(ifname=ifname, devices=tuple(devices))
+    return rep
+
+
+def run_checks(spec: JobSpec, hosts: "Hosts", master_addr: Optional[str] = None) -> list[HostReport]:
+    from .transport import resolve_master_addr
+
+    master_addr = master_addr or resolve_master_addr(spec)
+    master_host = spec.hosts[0]
+    for h, t in hosts.transports.items():
+        if getattr(t, "address", None) == master_addr:
+            master_host = h
+    results, failures = fanout([(h, h) for h in hosts.transports],
+                               lambda h: check_host(spec, hosts, h, h == master_host, master_addr), "preflight",
+                               raise_errors=False)
+    reports = []
+    for h in hosts.transports:
+        if h in results:
+            reports.append(results[h])
+        else:
+            reports.append(HostReport(h, [Check("preflight", False, str(failures[h]))]))
+    return reports
+
+
+def render(reports: list[HostReport]) -> Table:
+    names: list[str] = []
+    for r in reports:
+        for c in r.checks:
+            if c.name not in names:
+                names.append(c.name)
+    table = Table(title="preflight")
+    table.add_column("host")
+    for n in names:
+        table.add_column(n)
+    for r in reports:
+        cells = []
+        for n in names:
+            c = next((c for c in r.checks if c.name == n), None)
+            cells.append("" if c is None else (f"[green]ok[/] {c.detail}" if c.ok else f"[red]FAIL[/] {c.detail}"))
+        table.add_row(r.host, *cells)
+    return table
+
+
+def run_preflight(spec: JobSpec, hosts: "Hosts", console: "Console", master_addr: str) -> dict[str, HostFacts]:
+    reports = run_checks(spec, hosts, master_addr)
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        console.table(render(reports))
+        details = "; ".join(f"{r.host}: " + ", ".join(f"{c.name}: {c.detail}" for c in r.checks if not c.ok)
+                            for r in failed)
+        raise PreflightError(f"preflight failed on {len(failed)} host(s): {details}")
+    return {r.host: r.facts for r in reports}
