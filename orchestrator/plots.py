@@ -89,6 +89,9 @@ def throughput_png(m: RunMetrics, lang: str = "en") -> Optional[bytes]:
          if isinstance(s.get("img_s_global"), (int, float)) and isinstance(s.get("step"), int)]
     if g:
         ax.plot([x for x, _ in g], [y for _, y in g], color="black", lw=1.2, ls="--", label=_l("global", lang))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(_l("step", lang))
     ax.set_ylabel(_l("img_s", lang))
     ax.set_title(_l("tp_title", lang), loc="left")
@@ -156,18 +159,21 @@ def data_wait_png(m: RunMetrics, lang: str = "en") -> Optional[bytes]:
     for b, v in zip(bars, means):
         ax.annotate(f"{v:.1f}%", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=9,
                     xytext=(0, 2), textcoords="offset points")
-    first = True
-    for rank, (node, vals) in sorted(per_rank.items()):
-        if vals:
-            ax.plot(nodes.index(node) + 0.18, 100 * sum(vals) / len(vals), "o", color="tab:brown", ms=4,
-                    label=_l("rank_dots", lang) if first else None)
-            first = False
+    rank_means = []
+    for n_i, n in enumerate(nodes):
+        mine = [(rank, vals) for rank, (node, vals) in sorted(per_rank.items()) if node == n and vals]
+        for j, (rank, vals) in enumerate(mine):
+            x = n_i - 0.22 + (0.44 * j / max(len(mine) - 1, 1) if len(mine) > 1 else 0.22)
+            y = 100 * sum(vals) / len(vals)
+            rank_means.append(y)
+            ax.plot(x, y, "o", color="tab:brown", ms=4, label=_l("rank_dots", lang) if not rank_means[:-1] else None)
     ax.set_xticks(xs, [f"{n}\n{_host_of(m, n)}" for n in nodes])
+    ax.set_xlim(-0.5 - 0.5 * (len(nodes) < 3), len(nodes) - 0.5 + 0.5 * (len(nodes) < 3))
     ax.set_xlabel(_l("node", lang))
     ax.set_ylabel(_l("dw", lang))
-    ax.set_ylim(0, max(max(means) * 1.25, 5))
+    ax.set_ylim(0, max(max(means + rank_means) * 1.2, 5))
     ax.set_title(_l("dw_title", lang), loc="left")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _png(fig)
 
 

@@ -157,6 +157,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:26px 0 8px;border-bott
 th,td{border:1px solid #d5d9de;padding:5px 10px;text-align:right;white-space:nowrap}
 th{background:#f1f3f5;font-weight:600}td:first-child,th:first-child{text-align:left}
 table.kv td{text-align:left}table.main td{font-size:15px}
+table.main th,table.main td:first-child{white-space:normal;max-width:230px}
 .pass{color:#1a7f37;font-weight:700}.fail{color:#c62828;font-weight:700}
 .box{padding:10px 14px;border-radius:6px;margin:14px 0;font-size:15px;background:#f6f8fa;border-left:5px solid #8a939b}
 .box.pass{background:#eef8f0;border-color:#1a7f37}.box.fail{background:#fdeeee;border-color:#c62828}
@@ -219,8 +220,8 @@ def _plots_html(plots: dict[str, Optional[str]], lang: str) -> str:
     for n, (caption, b64) in enumerate(plots.items()):
         wide = ' class="wide"' if n == 0 else ""
         if b64:
-            figs.append(f'<figure{wide}><img alt="{_esc(caption)}" src="data:image/png;base64,{b64}">'
-                        f"<figcaption>{_esc(caption)}</figcaption></figure>")
+            figs.append(f'<figure{wide}><img alt="{_esc(caption)}" src="data:image/png;base64,{b64}"></figure>')
         else:
-            figs.append(f"<figure{wide}><figcaption>{_esc(caption)}: n/a</figcaption></figure>")
+            figs.append(f"<figure{wide}><figcaption>{_esc(caption)}: {_esc(T.word('no_data', lang))}"
+                        "</figcaption></figure>")
     return f"<h2>{_esc(T.word('plots', lang))}</h2><div class=\"plots\">{''.join(figs)}</div>"

@@ -53,6 +53,7 @@ _WORDS = {
     "value": ("值", "value"),
     "plots": ("曲线", "Plots"),
     "verdict": ("判定", "verdict"),
+    "no_data": ("无数据", "no data"),
 }
 
 _WARN = {
