@@ -110,7 +110,7 @@ def load_baseline_file(path: Path) -> Baseline:
 
 def baseline_from_run(rd: RunDir) -> Baseline:
     """An earlier run as the reference: its rank-0 summary (or last epoch) and run.json."""
-    from .report import load_headline  # report imports this module; keep the cycle lazy
+    from .report_metrics import load_headline  # report_metrics -> runs only; lazy keeps import order simple
 
     head = load_headline(rd)
     if head["model"] is None:

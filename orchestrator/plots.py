@@ -6,7 +6,7 @@ import base64
 import io
 from typing import Any, Optional
 
-from .report import RunMetrics, _num, node_step_throughput
+from .report_metrics import RunMetrics, node_step_throughput, numbers
 
 _LABELS = {
     "tp_title": ("全局吞吐与各节点占比", "Global throughput and each node's share"),
@@ -142,10 +142,10 @@ def epochs_png(m: RunMetrics, lang: str = "en") -> Optional[bytes]:
 
 def data_wait_png(m: RunMetrics, lang: str = "en") -> Optional[bytes]:
     """One bar per node (mean over its ranks' post-warm-up steps), one dot per rank."""
-    from .report import _data_wait
+    from .report_metrics import data_wait
 
     nodes = sorted({r.node_rank for r in m.ranks.values()})
-    per_rank = {r.rank: (r.node_rank, _num(_data_wait(r.steps))) for r in m.ranks.values()}
+    per_rank = {r.rank: (r.node_rank, numbers(data_wait(r.steps))) for r in m.ranks.values()}
     if not any(v for _, v in per_rank.values()):
         return None
     plt, lang = _setup(lang)

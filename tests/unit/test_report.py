@@ -15,7 +15,8 @@ from report_fakerun import make_group, make_run, set_summary  # noqa: E402
 
 from orchestrator.baselines import resolve_baseline  # noqa: E402
 from orchestrator.errors import ReportError, UsageError  # noqa: E402
-from orchestrator.report import build_report, percentile  # noqa: E402
+from orchestrator.report import build_report  # noqa: E402
+from orchestrator.report_metrics import percentile  # noqa: E402
 from orchestrator.report_schema import REPORT_SCHEMA, validate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
