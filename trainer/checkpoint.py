@@ -71,8 +71,12 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _local_path(resume: str, output_dir: str) -> str:
+    return os.path.join(output_dir, CHECKPOINT_NAME) if resume == "auto" else resume
+
+
 def _rank0_view(resume: str, output_dir: str) -> dict:
-    path = os.path.join(output_dir, CHECKPOINT_NAME) if resume == "auto" else resume
+    path = _local_path(resume, output_dir)
     if os.path.isfile(path):
         return {"path": path, "digest": _sha256(path), "error": None}
     if resume == "auto":
@@ -94,7 +98,9 @@ def load_resume(resume: Optional[str], output_dir: str, topo, dev: DeviceChoice)
         raise UserError(view["error"])
     if view["path"] is None:
         return None
-    path = view["path"]
+    # each rank looks in its own output dir (the same path string on another node is
+    # another file), and trusts it only if it is byte-identical to rank 0's
+    path = view["path"] if topo.is_main else _local_path(resume, output_dir)
     have = os.path.isfile(path) and (topo.is_main or _sha256(path) == view["digest"])
     missing = torch.tensor([0 if have else 1], device=dev.torch_device)
     missing = int(dist.all_reduce_sum(missing).item())
@@ -108,7 +114,7 @@ def load_resume(resume: Optional[str], output_dir: str, topo, dev: DeviceChoice)
     ckpt = torch_load(source, trusted=True)
     if topo.is_main:
         shared = f", sent to {missing} rank(s) that could not see it" if missing else ""
-        print(f"resuming from {path} (epoch {ckpt['epoch']} done{shared})", flush=True)
+        print(f"resuming from {view['path']} (epoch {ckpt['epoch']} done{shared})", flush=True)
     return ckpt
 
 
