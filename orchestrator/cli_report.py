@@ -40,8 +40,8 @@ def _print_table(headers: list[str], rows: list[list[str]], title: str = "") -> 
         from rich.table import Table
 
         t = Table(title=title or None, title_justify="left")
-        for h in headers:
-            t.add_column(h)
+        for j, h in enumerate(headers):
+            t.add_column(h, no_wrap=j == 0, overflow="fold")  # the first column is a run id / field name
         for r in rows:
             t.add_row(*r)
         _console().print(t)
@@ -127,7 +127,7 @@ def report(run_id: Optional[str], baseline_ref: Optional[str], fmt: str, lang: s
 def runs(baseline_ref: Optional[str], acc_tolerance: float, fmt: str, lang: str) -> None:
     """Past runs, oldest first: id, job, hosts, status, top-1, img/s, verdict."""
     from .baselines import resolve_baseline
-    from .ledger import ledger_rows, ledger_table
+    from .ledger import common_baseline, ledger_rows, ledger_table
 
     if baseline_ref:
         resolve_baseline(baseline_ref)  # a bad --baseline is the user's error, not a blank column
@@ -135,12 +135,14 @@ def runs(baseline_ref: Optional[str], acc_tolerance: float, fmt: str, lang: str)
     if fmt == "json":
         click.echo(json.dumps({"schema_version": 1, "runs": rows}, ensure_ascii=False, indent=2))
         return
-    if not rows:
-        from .runs import runs_root
+    from .runs import runs_root
 
+    if not rows:
         click.echo(f"no runs under {runs_root()}/ (start one with `orchestrate up JOB.yaml`)")
         return
-    _print_table(*ledger_table(rows, lang))
+    headers, body = ledger_table(rows, lang)
+    vs = common_baseline(rows)
+    _print_table(headers, body, title=f"{len(rows)} runs under {runs_root()}/" + (f", verdict vs {vs}" if vs else ""))
 
 
 @click.command("compare")

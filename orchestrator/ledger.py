@@ -53,12 +53,21 @@ def ledger_rows(root: Optional[Path] = None, baseline_ref: Optional[str] = None,
 
 
 def ledger_table(rows: list[dict[str, Any]], lang: str) -> tuple[list[str], list[list[str]]]:
+    """A verdict names its baseline only when the rows were judged against different ones
+    (otherwise the caller says it once, see ``common_baseline``)."""
+    mixed = len({r["baseline"] for r in rows if r["verdict"] is not None}) > 1
     headers = ["run", T.word("job", lang), T.word("host", lang), T.word("status", lang), "top-1", "img/s",
                T.word("verdict", lang)]
     body = [[r["run_id"], r["job"] or "", ",".join(r["hosts"]), r["status"] or "",
              "" if r["top1"] is None else T.acc(r["top1"]), "" if r["img_s"] is None else T.img_s(r["img_s"]),
-             "" if r["verdict"] is None else f"{T.word(r['verdict'], lang)} ({r['baseline']})"] for r in rows]
+             "" if r["verdict"] is None else T.word(r["verdict"], lang) + (f" ({r['baseline']})" if mixed else "")]
+            for r in rows]
     return headers, body
+
+
+def common_baseline(rows: list[dict[str, Any]]) -> Optional[str]:
+    judged = {r["baseline"] for r in rows if r["verdict"] is not None}
+    return judged.pop() if len(judged) == 1 else None
 
 
 def compare_docs(a: RunDir, b: RunDir, lang: str = "en") -> dict[str, Any]:
@@ -84,12 +93,12 @@ def compare_docs(a: RunDir, b: RunDir, lang: str = "en") -> dict[str, Any]:
         ("img_s_median", da["result"]["img_s_median"], db["result"]["img_s_median"], "img_s"),
         ("data_wait_frac", wait(da), wait(db), "frac"),
         ("total_time_s", da["result"]["total_time_s"], db["result"]["total_time_s"], "secs"),
-        ("image_id", da["run"]["image_id"], db["run"]["image_id"], "text"),
+        ("image_id", da["run"]["image_id"], db["run"]["image_id"], "id"),
     ]
     rows = []
     for name, va, vb, kind in fields:
         change = None
-        if kind != "text" and isinstance(va, (int, float)) and isinstance(vb, (int, float)):
+        if kind not in ("text", "id") and isinstance(va, (int, float)) and isinstance(vb, (int, float)):
             change = (vb - va) if kind in ("acc", "frac") else ((vb / va - 1) if va else None)
         rows.append({"field": name, "a": va, "b": vb, "change": change, "kind": kind})
     return {"schema_version": 1, "a": da["run"]["run_id"], "b": db["run"]["run_id"], "rows": rows}
@@ -99,13 +108,14 @@ def compare_table(cmp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     def fmt(v: Any, kind: str) -> str:
         if v is None:
             return "n/a"
-        return {"acc": T.acc, "img_s": T.img_s, "frac": lambda x: T.pct(x, 1), "secs": T.seconds}.get(
+        return {"acc": T.acc, "img_s": T.img_s, "frac": lambda x: T.pct(x, 1), "secs": T.seconds,
+                "id": lambda x: str(x)[:19]}.get(
             kind, str)(v)
 
     def delta(r: dict[str, Any]) -> str:
         c = r["change"]
         if c is None:
-            return "" if r["kind"] != "text" or r["a"] == r["b"] else "≠"
+            return "" if r["kind"] not in ("text", "id") or r["a"] == r["b"] else "≠"
         if r["kind"] == "acc":
             return f"{c:+.4f}"
         if r["kind"] == "frac":

@@ -131,8 +131,11 @@ def print_rich(doc: dict[str, Any], lang: str, console: Any) -> None:
             t = Table(title=sec.title if i else f"{sec.title}: {doc['run']['run_id']}",
                       show_header=sec.kind == "table", title_justify="left")
             for h in sec.headers:
-                t.add_column(h, justify="left" if sec.kind == "kv" else "right")
+                # fold, never "…": a terminal too narrow wraps a number instead of hiding part of it
+                t.add_column(h, justify="left" if sec.kind == "kv" else "right", overflow="fold")
             for row in sec.rows:
+                if i == 0:  # the seed's "throughput: 5788" is for pasting; the terminal needs the width
+                    row = [doc["env"][lang]] + [c.removeprefix("throughput: ") for c in row[1:]]
                 cells = [Text(c, style=verdict_style) if (i == 0 and j == 3) else Text(c) for j, c in enumerate(row)]
                 t.add_row(*cells)
             console.print(t)

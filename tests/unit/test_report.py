@@ -252,3 +252,20 @@ def test_verdict_fail_exits_1_through_the_real_main(runs):
     with pytest.raises(SystemExit) as exc:
         cli.main(["report", fake.rd.run_id, "--baseline", TIMM])
     assert exc.value.code == 1
+
+
+def test_tiny_cpu_run_never_past_warm_up_and_never_evaluated(runs):
+    """What a short smoke run on the testbed can look like: no throughput, no accuracy."""
+    fake = make_run(runs, device="cpu", hosts=("h1", "h2"), nproc=2, steps_per_epoch=3, epochs=1, warmup=10,
+                    top1=[None])
+    assert fake.summary()["img_s_mean"] is None and fake.summary()["top1"] is None
+    doc = build_report(fake.rd, resolve_baseline(TIMM), lang="en")
+    assert validate(doc, REPORT_SCHEMA) == []
+    assert doc["verdict"] == "fail" and [w["code"] for w in doc["warnings"]] == ["no_accuracy"]
+    assert doc["result"]["img_s"] is None and doc["nodes"][0]["img_s"]["n"] == 0
+    assert doc["env"]["en"] == "2 hosts x 2 procs (cpu)"
+    res = invoke("report", fake.rd.run_id, "--lang", "en")  # no baseline: no verdict, exit 0
+    assert res.exit_code == 0 and "|acc=n/a|" not in res.output and "|n/a|n/a|n/a|n/a|throughput: n/a|" not in res.output
+    assert "|2 hosts x 2 procs (cpu)|n/a|n/a|n/a|n/a|n/a|n/a|" in res.output
+    res = CliRunner().invoke(make_group(), ["report", fake.rd.run_id, "--format", "html", "--lang", "en"])
+    assert res.exit_code == 0, res.output
