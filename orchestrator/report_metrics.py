@@ -71,7 +71,7 @@ def _node_dirs(rd: RunDir, meta: dict[str, Any]) -> list[tuple[int, str, Path]]:
 
 def _rank_files(rd: RunDir, meta: dict[str, Any]) -> Iterable[tuple[int, str, Optional[int], Path]]:
     for node_rank, host, d in _node_dirs(rd, meta):
-        for f in sorted(d.glob("*.jsonl")):
+        for f in sorted(d.rglob("*.jsonl")):  # rglob: tolerate a launcher that keeps the trainer's subfolders
             m = _RANK_FILE.search(f.name)
             yield node_rank, host, (int(m.group(1)) if m else None), f
 
@@ -141,10 +141,14 @@ def load_headline(rd: RunDir, meta: Optional[dict[str, Any]] = None) -> dict[str
     has no metrics at all."""
     meta = meta if meta is not None else rd.load()
     summary = None
-    for _, _, file_rank, path in _rank_files(rd, meta):
-        if file_rank == 0:
-            recs = [r for r in _tail_records(path) if r.get("type") == "summary"]
-            summary = recs[-1] if recs else None
+    # rank 0 writes the summary; with --metrics-file without {rank} its file has no -rank0 suffix
+    files = sorted(_rank_files(rd, meta), key=lambda t: (t[2] != 0, t[2] is not None))
+    for _, _, file_rank, path in files:
+        if file_rank not in (0, None):
+            break
+        recs = [r for r in _tail_records(path) if r.get("type") == "summary"]
+        if recs:
+            summary = recs[-1]
             break
     if summary is None:
         try:

@@ -98,3 +98,12 @@ def test_compare_bad_input(three):
     assert invoke("compare", a.rd.run_id, "20990101-000000-ffff").exit_code == 2
     res = invoke("compare", a.rd.run_id, c.rd.run_id)
     assert res.exit_code == 1 and "has no metrics" in res.output
+
+
+def test_ledger_finds_a_summary_in_a_file_without_rank_suffix(runs):
+    """trainer --metrics-file metrics.jsonl: rank 0 writes metrics.jsonl, the others metrics-rank<N>.jsonl."""
+    fake = make_run(runs, top1=[0.5, 0.7, 0.8])
+    d = fake.rd.metrics_dir(0, "alpha")
+    (d / "metrics-rank0.jsonl").rename(d / "metrics.jsonl")
+    rows = ledger_rows()
+    assert rows[0]["top1"] == 0.8 and rows[0]["img_s"] == fake.summary()["img_s_mean"]
