@@ -270,7 +270,9 @@ _register_optional()
 
 def main(argv: Optional[list[str]] = None) -> None:
     try:
-        cli.main(args=argv, prog_name="orchestrate", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="orchestrate", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except OrchestrateError as err:
         if DEBUG:
             raise

@@ -94,3 +94,53 @@ class Console:
     def print(self, text: str) -> None:
         with self._lock:
             self.out.print(escape(Masker.current().mask(text)))
+
+
+class HostProgress:
+    """Per-host progress for image transfer and load: a rich display on a terminal (bytes, rate, ETA),
+    plain lines at every 10% otherwise (CI logs, pipes)."""
+
+    def __init__(self, console: Console, title: str, hosts: list[str], live: Optional[bool] = None):
+        self.console = console
+        self.title = title
+        self.live = console.err.is_terminal if live is None else live
+        self._lock = threading.Lock()
+        self._last: dict[str, int] = {}
+        self._tasks: dict[str, Any] = {}
+        self._progress = None
+        if self.live:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                      TransferSpeedColumn(), TimeRemainingColumn(), console=console.err,
+                                      transient=False)
+            for h in hosts:
+                self._tasks[h] = self._progress.add_task(f"[{h}] {title}", total=None, start=False)
+
+    def __enter__(self) -> "HostProgress":
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, host: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            task = self._tasks[host]
+            self._progress.start_task(task)
+            self._progress.update(task, completed=done, total=total)
+            return
+        step = int(done * 10 / total) if total else 10
+        with self._lock:
+            if step > self._last.get(host, -1):
+                self._last[host] = step
+                self.console.info(f"[{host}] {self.title}: {done / 1e6:.0f}/{total / 1e6:.0f} MB ({step * 10}%)")
+
+    def note(self, host: str, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._tasks[host], description=f"[{host}] {text}")
+        else:
+            self.console.info(f"[{host}] {text}")

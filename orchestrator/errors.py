@@ -61,7 +61,8 @@ class HostErrors(OrchestrateError):
         self.step = step
         self.failures = failures
         names = ", ".join(failures)
-        details = "; ".join(f"{h}: {_one_line(e)}" for h, e in failures.items())
+        details = "; ".join(_one_line(e) if _one_line(e).startswith(f"{h}:") else f"{h}: {_one_line(e)}"
+                            for h, e in failures.items())
         super().__init__(f"{step} failed on {len(failures)} host(s) [{names}]: {details}")
         codes = {getattr(e, "exit_code", 1) for e in failures.values()}
         self.exit_code = 2 if codes == {2} else 1

@@ -99,7 +99,8 @@ class EnsureResult:
 
 def ensure_image(t: Transport, client: docker.DockerClient, spec: ImageSpec,
                  local_identity: Optional[ImageIdentity] = None,
-                 progress: Optional[Callable[[int, int], None]] = None) -> EnsureResult:
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 note: Optional[Callable[[str], None]] = None) -> EnsureResult:
     """Make sure ``spec`` is on this host. Loads nothing and moves no bytes when the id is already there."""
     if not spec.tarball:
         try:
@@ -118,6 +119,8 @@ def ensure_image(t: Transport, client: docker.DockerClient, spec: ImageSpec,
             got = sha256_remote(t, spec.tarball)
             if got != spec.sha256:
                 raise ImageError(f"{t.shown}: {spec.tarball} sha256 is {got}, the job expects {spec.sha256}")
+        if note:
+            note(f"loading {spec.tarball} on the host")
         res = t.run(["docker", "load", "-q", "-i", spec.tarball])
         if not res.ok:
             raise ImageError(f"{t.shown}: docker load -i {spec.tarball} failed: {res.err_line()}")
@@ -128,6 +131,8 @@ def ensure_image(t: Transport, client: docker.DockerClient, spec: ImageSpec,
             _ensure_tag(client, ident.id, spec.name)
             return EnsureResult(t.shown, ident.id, False, 0)
         size = os.path.getsize(spec.tarball)
+        if note:
+            note(f"sending {spec.tarball} into the daemon")
         sent = [0]
 
         def chunks() -> Iterator[bytes]:

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import docker
 
 from . import docker_api, images, preflight
-from .console import Console, Masker
+from .console import Console, HostProgress, Masker
 from .errors import ConnectError, OrchestrateError, RunFailed, SpecError
 from .fanout import fanout
 from .nodes import ContainerNode, NodeHandle, ProcessNode
@@ -300,10 +300,13 @@ class Launcher:
                 if got != img.sha256:
                     raise images.ImageError(f"{img.tarball}: sha256 is {got}, the job expects {img.sha256}")
             local_ident = images.read_identity_local(img.tarball)
-        results, _ = fanout(
-            [(h, h) for h in self.hosts.transports],
-            lambda h: images.ensure_image(self.hosts.transports[h], self.hosts.docker(h), img, local_ident),
-            "image")
+        hosts = list(self.hosts.transports)
+        with HostProgress(self.console, "image", hosts) as progress:
+            def one(h: str):
+                return images.ensure_image(self.hosts.transports[h], self.hosts.docker(h), img, local_ident,
+                                           progress=lambda done, total: progress.update(h, done, total),
+                                           note=lambda text: progress.note(h, text))
+            results, _ = fanout([(h, h) for h in hosts], one, "image")
         for r in results.values():
             self.console.info(f"[{r.host}] image {r.image_id[:19]} "
                               + (f"loaded ({r.bytes_moved / 1e6:.0f} MB sent)" if r.loaded and r.bytes_moved

@@ -30,6 +30,21 @@ PLACEHOLDER_RE = re.compile(r"\{(node_rank|nnodes|nproc_per_node|master_addr|mas
 # never appear in `docker inspect` or on a command line.
 WRAPPER_HEAD = f"""set -e
 if [ -r {CONTAINER_SECRET_FILE} ]; then set -a; . {CONTAINER_SECRET_FILE}; set +a; fi
+# in-container check, before the command: the accelerators this container can see, and /dev/shm
+n=-1
+case "$ORCHESTRATE_DEVICE_KIND" in
+  mlu) n=$(ls -1 /dev 2>/dev/null | grep -c '^cambricon_dev[0-9][0-9]*$' || true) ;;
+  cuda) n=$(ls -1 /dev 2>/dev/null | grep -c '^nvidia[0-9][0-9]*$' || true) ;;
+  dcu) n=$(ls -1 /dev/dri 2>/dev/null | grep -c '^renderD[0-9][0-9]*$' || true) ;;
+esac
+if [ "$n" -ge 0 ] && [ "$n" -lt "$NPROC_PER_NODE" ]; then
+  echo "orchestrate: in-container check failed: $n $ORCHESTRATE_DEVICE_KIND device(s) visible in the container, nproc_per_node is $NPROC_PER_NODE" >&2
+  exit 97
+fi
+shm_kb=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {{print $2}}' || true)
+if [ -n "$shm_kb" ] && [ -n "$ORCHESTRATE_SHM_KB" ] && [ "$shm_kb" -lt "$ORCHESTRATE_SHM_KB" ]; then
+  echo "orchestrate: warning: /dev/shm in the container is $((shm_kb / 1024)) MiB, the job asks for $((ORCHESTRATE_SHM_KB / 1024)) MiB (with ipc: host it is the host's /dev/shm)" >&2
+fi
 """
 WRAPPER_TAIL = 'exec "$@"\n'
 
@@ -95,6 +110,16 @@ class Plan:
         return self.spec.image.name if self.spec.image else None
 
 
+def size_kb(size: str) -> int:
+    """'100g' -> KiB, with docker's binary units."""
+    m = re.match(r"^([0-9.]+)([a-z]*)$", size.lower())
+    if not m:
+        raise ValueError(f"bad size {size!r}")
+    mult = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+            "t": 1 << 40, "tb": 1 << 40}[m.group(2)]
+    return int(float(m.group(1)) * mult) // 1024
+
+
 def container_name(job: str, run_id: str, rank: int, attempt: int = 0) -> str:
     suffix = f"-a{attempt}" if attempt else ""
     return f"{job}-{run_id}-node{rank}{suffix}"
@@ -146,6 +171,7 @@ def make_plan(spec: JobSpec, run_id: str, attempt: int = 0,
             "NODE_RANK": str(rank), "NNODES": str(nnodes), "NPROC_PER_NODE": str(nproc),
             "MASTER_ADDR": addr, "MASTER_PORT": str(port), "WORLD_SIZE": str(nnodes * nproc),
             "ORCHESTRATE_RUN_ID": run_id, "ORCHESTRATE_JOB": spec.name, "ORCHESTRATE_ATTEMPT": str(attempt),
+            "ORCHESTRATE_DEVICE_KIND": spec.device, "ORCHESTRATE_SHM_KB": str(size_kb(spec.container.shm_size)),
             "ORCHESTRATE_OUTPUT_DIR": CONTAINER_OUTPUT_DIR if spec.runtime == "docker"
             else posixpath.join(host_run_dir, "out"),
         })

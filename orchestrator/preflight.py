@@ -76,6 +76,15 @@ def parse_route_dev(text: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+def parse_addr_dev(text: str) -> Optional[str]:
+    """`ip -o addr show to ADDR`: '2: eth0    inet 10.0.0.1/24 ...' -> 'eth0' (veth names carry '@ifN')."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":"):
+            return parts[1].split("@")[0]
+    return None
+
+
 def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master_addr: str) -> HostReport:
     t = hosts.transports[host]
     rep = HostReport(host)
@@ -84,12 +93,17 @@ def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master
         try:
             v = hosts.docker(host).version()
             rep.checks.append(Check("docker", True, f"Engine {v.get('Version', '?')}"))
+            rep.checks.append(_disk_check(spec, t, hosts.docker(host)))
         except Exception as err:  # noqa: BLE001 - reported in the table
             rep.checks.append(Check("docker", False, f"daemon not reachable: {str(err).splitlines()[0][:160]}"))
     ifname = None
     if spec.transport == "ssh":
         res = t.run(["ip", "-o", "route", "get", master_addr], timeout=15)
         ifname = parse_route_dev(res.text()) if res.ok else None
+        if ifname == "lo" and not master_addr.startswith("127."):
+            # the master itself: the route is local; the interface is the one that holds the address
+            own = t.run(["ip", "-o", "addr", "show", "to", master_addr], timeout=15)
+            ifname = parse_addr_dev(own.text()) or ifname
         if ifname:
             rep.checks.append(Check("route to master", True, f"{master_addr} via {ifname}"))
         else:
@@ -116,6 +130,83 @@ def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master
     return rep
 
 
+def _disk_check(spec: JobSpec, t, client) -> Check:
+    """Free space in the daemon's data root for the image, when it still has to be loaded there."""
+    img = spec.image
+    if img is None or not img.tarball:
+        return Check("disk", True, "no tarball to load")
+    try:
+        client.images.get(img.name)
+        return Check("disk", True, "image present")
+    except Exception:  # noqa: BLE001 - not present (or not by this name): it may need loading
+        pass
+    root = client.info().get("DockerRootDir", "/var/lib/docker")
+    if img.location == "host":
+        res = t.run(["stat", "-c", "%s", img.tarball], timeout=15)
+        if not res.ok:
+            return Check("disk", False, f"image tarball {img.tarball} not found on this host")
+        size = int(res.text().strip() or 0)
+    else:
+        import os
+
+        size = os.path.getsize(img.tarball) if os.path.isfile(img.tarball) else 0
+    df = t.run(["df", "-Pk", root], timeout=15)
+    if not df.ok:
+        return Check("disk", True, f"cannot read free space of {root} ({df.err_line()}); not checked")
+    free = int(df.text().splitlines()[-1].split()[3]) * 1024
+    need = int(size * DISK_FACTOR)
+    ok = free >= need
+    return Check("disk", ok, f"{free / 1e9:.1f} GB free in {root}, the image needs about {need / 1e9:.1f} GB"
+                 + ("" if ok else " (tarball x%.1f)" % DISK_FACTOR))
+
+
+# A gzip'd `docker save` unpacks to about 2-3x its size in the data root.
+DISK_FACTOR = 3.0
+
+# Short-lived listener and client for the master-reachability check. Constant code; the address and port
+# are argv values (sys.argv), never formatted into the program text.
+_LISTEN = ("import socket,sys\n"
+           "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+           "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(float(sys.argv[3]))\n"
+           "print('ready', flush=True)\n"
+           "try:\n    while True:\n        c, _ = s.accept(); c.close()\n"
+           "except OSError:\n    pass\n")
+_CONNECT = ("import socket,sys\n"
+            "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()\n")
+
+
+def check_master_reachable(spec: JobSpec, hosts: "Hosts", master_host: str, master_addr: str) -> dict[str, Check]:
+    """Open a listener on the master's port for a few seconds; every host must connect to it."""
+    port = spec.distributed.master_port
+    t = hosts.transports[master_host]
+    if not hasattr(t, "open_exec"):
+        return {}
+    if not t.run(["python3", "-c", "pass"], timeout=15).ok:
+        return {h: Check("reach master", True, "not checked: no python3 on the master host") for h in hosts.transports}
+    chan = t.open_exec(["python3", "-c", _LISTEN, master_addr, str(port), "20"])
+    try:
+        chan.settimeout(20)
+        first = chan.makefile("rb").readline().decode(errors="replace").strip()
+        if first != "ready":
+            err = chan.makefile_stderr("rb").read().decode(errors="replace").strip().splitlines()
+            why = err[-1] if err else "listener did not start"
+            return {master_host: Check("reach master", False, f"cannot listen on {master_addr}:{port}: {why}")}
+
+        def probe(h: str) -> Check:
+            res = hosts.transports[h].run(["python3", "-c", _CONNECT, master_addr, str(port), "5"], timeout=20)
+            if res.ok:
+                return Check("reach master", True, f"TCP {master_addr}:{port} ok")
+            if res.rc == 127:
+                return Check("reach master", True, "not checked: no python3 on this host")
+            return Check("reach master", False, f"cannot open TCP to {master_addr}:{port}: {res.err_line()}")
+
+        results, failures = fanout([(h, h) for h in hosts.transports], probe, "reach master", raise_errors=False)
+        results.update({h: Check("reach master", False, str(e)) for h, e in failures.items()})
+        return results
+    finally:
+        chan.close()
+
+
 def run_checks(spec: JobSpec, hosts: "Hosts", master_addr: Optional[str] = None) -> list[HostReport]:
     from .transport import resolve_master_addr
 
@@ -133,6 +224,12 @@ def run_checks(spec: JobSpec, hosts: "Hosts", master_addr: Optional[str] = None)
             reports.append(results[h])
         else:
             reports.append(HostReport(h, [Check("preflight", False, str(failures[h]))]))
+    master_ok = all(c.ok for r in reports if r.host == master_host for c in r.checks if c.name == "master port")
+    if spec.transport == "ssh" and master_ok and not failures:
+        reach = check_master_reachable(spec, hosts, master_host, master_addr)
+        for r in reports:
+            if r.host in reach:
+                r.checks.append(reach[r.host])
     return reports
 
 

@@ -33,7 +33,8 @@ INTERP_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Set by the tool in every container; a job may not set them itself.
 RESERVED_ENV = frozenset(
     {"NODE_RANK", "NNODES", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE",
-     "ORCHESTRATE_RUN_ID", "ORCHESTRATE_JOB", "ORCHESTRATE_OUTPUT_DIR", "ORCHESTRATE_ATTEMPT"}
+     "ORCHESTRATE_RUN_ID", "ORCHESTRATE_JOB", "ORCHESTRATE_OUTPUT_DIR", "ORCHESTRATE_ATTEMPT",
+     "ORCHESTRATE_DEVICE_KIND", "ORCHESTRATE_SHM_KB"}
 )
 
 

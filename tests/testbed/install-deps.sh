@@ -9,8 +9,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ss >/dev/null || need+=(iproute2)
 command -v sha256sum >/dev/null || need+=(coreutils)
 [ -x /usr/bin/python3.11 ] || need+=(python3.11)
-python3.11 -c "import ensurepip" 2>/dev/null || need+=(python3.11-venv)
+/usr/bin/python3.11 -c "import ensurepip" 2>/dev/null || need+=(python3.11-venv)
 command -v chromium >/dev/null || need+=(chromium)
+[ -d /usr/share/fonts/opentype/noto ] || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,7 @@
 """Device-node discovery per accelerator kind, on fake /dev listings (MLU and DCU hardware is not here)."""
 import pytest
 
-from orchestrator.preflight import discover_devices, parse_route_dev
+from orchestrator.preflight import discover_devices, parse_addr_dev, parse_route_dev
 
 MLU_HOST = ["cambricon_dev0", "cambricon_dev1", "cambricon_dev10", "cambricon_ctl", "cambricon_ipcm0",
             "commu0", "cambr-msgq:0", "cambr-rpc:0", "cmsg_ctrl0", "cambricon_gdr", "null", "tty0"]
@@ -39,3 +39,9 @@ def test_route_interface():
     assert parse_route_dev("10.213.0.11 dev eth0 src 10.213.0.12 uid 0 \\    cache ") == "eth0"
     assert parse_route_dev("local 10.213.0.11 dev lo table local src 10.213.0.11") == "lo"
     assert parse_route_dev("RTNETLINK answers: Network is unreachable") is None
+
+
+def test_interface_holding_the_master_address():
+    text = "2: eth0@if7    inet 10.213.0.11/24 brd 10.213.0.255 scope global eth0\\       valid_lft forever"
+    assert parse_addr_dev(text) == "eth0"
+    assert parse_addr_dev("") is None
