@@ -253,6 +253,23 @@ def _logs_live(rd, rec, nodes, follow: bool) -> bool:
         hosts.close()
 
 
+@cli.group()
+def image() -> None:
+    """Image tarballs: make one that `image.tarball` can name."""
+
+
+@image.command("save")
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.tar.gz (or .tar)")
+def image_save(name: str, output: str) -> None:
+    """Save image NAME from the local daemon (DOCKER_HOST) to a gzip tarball, with its sha256 beside it."""
+    from .images import save_image
+
+    digest, image_id, size = save_image(name, output)
+    click.echo(f"{output}: {size / 1e6:.1f} MB, image {image_id}")
+    click.echo(f"sha256 {digest} (written to {output}.sha256; put it in the job as image.sha256)")
+
+
 def _register_optional() -> None:
     """Commands that live in their own modules (report, runs, compare)."""
     try:

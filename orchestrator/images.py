@@ -154,3 +154,51 @@ def ensure_image(t: Transport, client: docker.DockerClient, spec: ImageSpec,
         raise ImageError(f"{t.shown}: after loading, image {ident.id[:19]} is still missing (tarball corrupt?)")
     _ensure_tag(client, ident.id, spec.name)
     return EnsureResult(t.shown, ident.id, True, moved)
+
+
+def save_image(name: str, output: str) -> tuple[str, str, int]:
+    """`docker save NAME | gzip` into OUTPUT atomically; returns (sha256 of the file, image id, bytes)."""
+    import gzip
+    import tempfile
+
+    client = docker.DockerClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+                                 version="1.41")
+    try:
+        img = client.images.get(name)
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"image {name} is not in the local daemon") from None
+    except docker.errors.DockerException as err:
+        raise ImageError(f"cannot reach the local Docker daemon: {err}") from None
+    out_dir = os.path.dirname(os.path.abspath(output))
+    h = hashlib.sha256()
+
+    class _Hashing:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            h.update(b)
+            return self.f.write(b)
+
+        def flush(self):
+            self.f.flush()
+
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".save.")
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            sink = _Hashing(raw)
+            zipped = output.endswith((".gz", ".tgz"))
+            target = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=1) if zipped else sink
+            for chunk in client.api.get_image(img.id if not img.tags else name):
+                target.write(chunk)
+            if zipped:
+                target.close()
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    digest = h.hexdigest()
+    with open(output + ".sha256", "w") as f:
+        f.write(f"{digest}  {os.path.basename(output)}\n")
+    return digest, img.id, os.path.getsize(output)
