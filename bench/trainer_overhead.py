@@ -131,9 +131,15 @@ def main() -> None:
             (plain if name == "plain" else ours).append(v)
             print(f"repeat {i + 1} {name:5s} {v:8.1f} img/s", flush=True)
     mp, mo = statistics.median(plain), statistics.median(ours)
-    ratio = mo / mp
-    print(f"median plain {mp:.1f} img/s, ours {mo:.1f} img/s, ratio {ratio:.3f} "
-          f"({'PASS' if ratio >= 0.95 else 'FAIL'}: need >= 0.95)", flush=True)
+    # the verdict uses the ratio within each adjacent pair: load from other processes on a
+    # shared machine moves both members of a pair, so it cancels there
+    pairs = [o / q for o, q in zip(ours, plain)]
+    ratio = statistics.median(pairs)
+    print(f"median plain {mp:.1f} img/s, ours {mo:.1f} img/s; per-repeat ratios "
+          f"{' '.join(f'{r:.3f}' for r in pairs)}", flush=True)
+    print(f"ratio ours/plain (median of repeats) {ratio:.3f} "
+          f"({'PASS' if ratio >= 0.95 else 'FAIL'}: need >= 0.95); load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     sys.exit(0 if ratio >= 0.95 else 1)
 
 

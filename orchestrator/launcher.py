@@ -31,6 +31,11 @@ from .spec import JobSpec
 from .transport import Transport, connect, resolve_master_addr
 
 
+# Lines a node prints to tell the watchdog how far it got: "[orchestrate] rendezvous", "[orchestrate] first-step"
+# (the trainer prints both on every node; any command may).
+MARKER = b"[orchestrate] "
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -276,6 +281,8 @@ class Launcher:
         outcomes = [NodeOutcome(n.rank, n.host.text, container=n.container_name) for n in plan.nodes]
         try:
             handles = self._start_nodes(plan, outcomes)
+            self.record.setdefault("started", None)
+            self.record["started"] = self.record["started"] or now_iso()
             self._write_record("running", outcomes, plan)
             self._check_interrupt("start")
         except BaseException:
@@ -354,6 +361,8 @@ class Launcher:
         spec = self.spec
         t0 = {h.node.rank: time.monotonic() for h in handles}
         last_output = {h.node.rank: time.monotonic() for h in handles}
+        self.markers = {h.node.rank: {} for h in handles}
+        started_at = time.monotonic()
         pumps = []
         for h in handles:
             path = self.rd.log_file(h.node.rank, h.node.label, plan.attempt)
@@ -364,6 +373,9 @@ class Launcher:
 
         running = {h.node.rank for h in handles}
         by_rank = {h.node.rank: h for h in handles}
+        monitor_stop = threading.Event()
+        if self.hosts is not None and spec.runtime == "docker":
+            threading.Thread(target=self._monitor_hosts, args=(monitor_stop,), daemon=True).start()
         first_failure: Optional[tuple[int, str]] = None
         stopping = False
         gang_started = False
@@ -392,23 +404,35 @@ class Launcher:
                     outcomes[rank].ended = now_iso()
                     if first_failure is None and not stopping:
                         first_failure = (rank, f"host lost: {why}")
+            elif ev is not None and ev[0] == "host_lost":
+                _, host, why = ev
+                for r in sorted(running):
+                    if plan.nodes[r].host.text == host:
+                        running.discard(r)
+                        outcomes[r].lost = True
+                        outcomes[r].ended = now_iso()
+                        if first_failure is None and not stopping:
+                            first_failure = (r, f"host lost: {why}")
             elif ev is not None and ev[0] == "interrupt":
                 stopping = True
-            if stall and not stopping and first_failure is None:
-                silent = [r for r in running if time.monotonic() - last_output[r] > stall]
-                if silent:
-                    names = ", ".join(f"node{r} ({plan.nodes[r].host.text})" for r in silent)
-                    first_failure = (silent[0], f"no output for {stall:g}s (faults.stall_timeout): {names}")
-                    self.console.error(f"watchdog: {names} silent for {stall:g}s; stopping the job")
+            if not stopping and first_failure is None:
+                fired = self._watchdog(plan, running, last_output, started_at)
+                if fired is not None:
+                    first_failure = fired
             if (first_failure is not None or stopping) and running and not gang_started:
                 gang_started = True
                 for r in running:
                     outcomes[r].stopped_by_us = True
                 others = [by_rank[r] for r in running]
                 threading.Thread(target=self._gang_stop, args=(others,), daemon=True).start()
-        for th in pumps:
-            th.join(timeout=30)
-        self._finish(plan, handles, outcomes)
+        monitor_stop.set()
+        lost = {o.rank for o in outcomes if o.lost}
+        for h, th in zip(handles, pumps):
+            th.join(timeout=1 if h.node.rank in lost else 30)
+        self._finish(plan, [h for h in handles if h.node.rank not in lost], outcomes)
+        for r in sorted(lost):
+            self.console.error(f"node{r} ({plan.nodes[r].host.text}) was lost: its container may still run there; "
+                               f"when the host is back, `orchestrate down {self.run_id}` removes it and saves its log")
         failed = first_failure is not None or any(o.exit_code != 0 for o in outcomes)
         status = "stopped" if stopping and first_failure is None else ("failed" if failed else "succeeded")
         self._write_record(status, outcomes, plan)
@@ -425,6 +449,29 @@ class Launcher:
                                    + (f"\nlast lines of node{rank}:\n{tail}" if tail else ""))
             return 1
         return 0
+
+    def _watchdog(self, plan: Plan, running: set, last_output: dict, started_at: float):
+        """Staged timeouts: rendezvous and first step (marker lines every node prints), then output stalls."""
+        f = self.spec.faults
+        now = time.monotonic()
+        stages = [("rendezvous", f.rendezvous_timeout, "faults.rendezvous_timeout"),
+                  ("first-step", f.first_step_timeout, "faults.first_step_timeout")]
+        for marker, limit, key in stages:
+            if limit and now - started_at > limit:
+                silent = sorted(r for r in running if marker not in self.markers[r])
+                if silent:
+                    return self._fire(plan, silent, f"did not report {marker} within {limit:g}s ({key})")
+        stall = f.stall_timeout
+        if stall:
+            silent = sorted(r for r in running if now - last_output[r] > stall)
+            if silent:
+                return self._fire(plan, silent, f"no output for {stall:g}s (faults.stall_timeout)")
+        return None
+
+    def _fire(self, plan: Plan, silent: list[int], why: str):
+        names = ", ".join(f"node{r} ({plan.nodes[r].host.text})" for r in silent)
+        self.console.error(f"watchdog: {names} {why}; stopping the job")
+        return silent[0], f"{why}: {names}"
 
     def _log_tail(self, plan: Plan, rank: int, n: int = 10) -> str:
         path = self.rd.log_file(rank, plan.nodes[rank].label, plan.attempt)
@@ -446,6 +493,9 @@ class Launcher:
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
+                        if line.startswith(MARKER) and line[len(MARKER):].split():
+                            stage = line[len(MARKER):].split()[0].decode(errors="replace")
+                            self.markers[h.node.rank].setdefault(stage, time.monotonic())
                         line = masker.mask_bytes(line)
                         f.write(line + b"\n")
                         f.flush()
@@ -483,6 +533,25 @@ class Launcher:
                     h.stream = self.hosts.docker(host, streaming=True)
                 except Exception:  # noqa: BLE001 - keep trying until lost_host_timeout
                     continue
+
+    def _monitor_hosts(self, stop: threading.Event) -> None:
+        """A host that answers no ssh request for faults.lost_host_timeout is lost (cable, sshd, power)."""
+        assert self.hosts is not None
+        limit = self.spec.faults.lost_host_timeout
+        down_since: dict[str, float] = {}
+        reported: set[str] = set()
+        while not stop.wait(2.0):
+            for host, t in list(self.hosts.transports.items()):
+                if host in reported:
+                    continue
+                why = _probe(t)
+                if why is None:
+                    down_since.pop(host, None)
+                    continue
+                first = down_since.setdefault(host, time.monotonic())
+                if time.monotonic() - first >= limit:
+                    reported.add(host)
+                    self.events.put(("host_lost", host, f"no answer over ssh for {limit:g}s ({why})"))
 
     def _gang_stop(self, handles: list[NodeHandle]) -> None:
         grace = self.spec.faults.stop_grace
@@ -541,6 +610,23 @@ class Launcher:
             remove_run_containers(self.hosts, self.run_id, 0, self.rd)
         except OrchestrateError as err:
             self.console.error(f"cleanup after a failed start: {err}; run `orchestrate down {self.run_id}`")
+
+
+def _probe(t: Transport, timeout: float = 6.0) -> Optional[str]:
+    """None if the host runs a trivial command within ``timeout``; else why not."""
+    result: list[Optional[str]] = []
+
+    def go():
+        try:
+            res = t.run(["true"], timeout=timeout)
+            result.append(None if res.ok else f"exit {res.rc}")
+        except Exception as err:  # noqa: BLE001
+            result.append(str(err) or type(err).__name__)
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    th.join(timeout)
+    return result[0] if result else f"no answer within {timeout:g}s"
 
 
 def _quiet(fn: Callable, *args) -> None:

@@ -5,6 +5,7 @@ The facts it learns (the interface facing the master, the device nodes present) 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -165,12 +166,13 @@ DISK_FACTOR = 3.0
 
 # Short-lived listener and client for the master-reachability check. Constant code; the address and port
 # are argv values (sys.argv), never formatted into the program text.
-_LISTEN = ("import socket,sys\n"
+_LISTEN = ("import os,socket,sys,threading\n"
+           "threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()\n"
            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
            "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64); s.settimeout(float(sys.argv[3]))\n"
            "print('ready', flush=True)\n"
-           "try:\n    while True:\n        c, _ = s.accept(); c.close()\n"
-           "except OSError:\n    pass\n")
+           "for _ in range(int(sys.argv[4])):\n    c, _ = s.accept(); c.close()\n"
+           "s.close()\n")
 _CONNECT = ("import socket,sys\n"
             "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()\n")
 
@@ -183,7 +185,8 @@ def check_master_reachable(spec: JobSpec, hosts: "Hosts", master_host: str, mast
         return {}
     if not t.run(["python3", "-c", "pass"], timeout=15).ok:
         return {h: Check("reach master", True, "not checked: no python3 on the master host") for h in hosts.transports}
-    chan = t.open_exec(["python3", "-c", _LISTEN, master_addr, str(port), "20"])
+    # exits after one connection per host, on EOF of its stdin, or after 20 s: the port is free again
+    chan = t.open_exec(["python3", "-c", _LISTEN, master_addr, str(port), "20", str(len(hosts.transports))])
     try:
         chan.settimeout(20)
         first = chan.makefile("rb").readline().decode(errors="replace").strip()
@@ -204,7 +207,13 @@ def check_master_reachable(spec: JobSpec, hosts: "Hosts", master_host: str, mast
         results.update({h: Check("reach master", False, str(e)) for h, e in failures.items()})
         return results
     finally:
-        chan.close()
+        try:
+            chan.shutdown_write()
+            deadline = time.monotonic() + 25
+            while not chan.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            chan.close()
 
 
 def run_checks(spec: JobSpec, hosts: "Hosts", master_addr: Optional[str] = None) -> list[HostReport]:
