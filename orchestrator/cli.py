@@ -79,6 +79,16 @@ def check(job: str) -> None:
         hosts.close()
 
 
+def _install_masker(spec) -> None:
+    """Mask the job's secret values (taken from this shell's environment) in everything printed or saved."""
+    names = list(spec.container.secret_env)
+    Masker.install(os.environ[n] for n in names if os.environ.get(n))
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        Console().warn(f"{', '.join(missing)} (secret_env) not set in this shell: output that contains "
+                       "those values cannot be masked")
+
+
 def _spec_for(run_id: Optional[str], job: Optional[str]):
     """The spec of a run: from runs/<id>/run.json, or from the job file when runs/ is gone."""
     from .runs import resolve_run
@@ -110,6 +120,7 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
     else:
         rid, spec, rd = _spec_for(run_id, job)
     assert isinstance(spec, JobSpec)
+    _install_masker(spec)
     rows = []
     if spec.runtime == "docker":
         hosts = Hosts.connect_all(spec)
@@ -155,11 +166,12 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
 @click.option("--job", "-f", "job", help="Job file, to find hosts when runs/ has no record of the run.")
 def down(run_id: Optional[str], job: Optional[str]) -> None:
     """Stop and remove a run's containers on every host (found by label); keep their logs. Idempotent."""
-    from .launcher import Hosts, remove_run_containers
-    from .runs import RunDir, run_dir, runs_root
+    from .launcher import Hosts, gather_run, remove_run_containers, remove_secret_files
+    from .runs import run_dir
 
     rid, spec, rd = _spec_for(run_id, job)
     rd = rd or run_dir(rid)
+    _install_masker(spec)
     console = Console()
     if spec.runtime != "docker":
         console.info("runtime: process runs end with their controller; nothing to remove")
@@ -167,8 +179,11 @@ def down(run_id: Optional[str], job: Optional[str]) -> None:
     hosts = Hosts.connect_all(spec)
     try:
         removed = remove_run_containers(hosts, rid, spec.faults.stop_grace, rd)
-        for n in spec.host_refs:
-            hosts.transports[n.text].run(["rm", "-rf", f"{spec.host_dir}/runs/{rid}"], timeout=60)
+        try:
+            gather_run(hosts, rid, rd)
+        except OrchestrateError as err:
+            console.warn(f"metrics not gathered: {err}")
+        remove_secret_files(hosts, rid)
     finally:
         hosts.close()
     if rd.exists():
@@ -191,8 +206,11 @@ def logs(run_id: Optional[str], follow: bool, node: Optional[int]) -> None:
     """Every node's output of a run (default: the latest), from runs/ or live from the hosts."""
     from .runs import resolve_run
 
+    from .spec import JobSpec
+
     rd = resolve_run(run_id)
     rec = rd.load()
+    _install_masker(JobSpec.model_validate(rec["job"]["spec"]))
     nodes = [n for n in rec.get("nodes", []) if node is None or n["rank"] == node]
     if node is not None and not nodes:
         raise UsageError(f"run {rd.run_id} has no node {node} (it has {len(rec.get('nodes', []))} nodes)")
@@ -208,7 +226,7 @@ def logs(run_id: Optional[str], follow: bool, node: Optional[int]) -> None:
             continue
         with open(path, errors="replace") as f:
             for line in f:
-                click.echo(prefix + line.rstrip("\n"))
+                click.echo(prefix + Masker.current().mask(line.rstrip("\n")))
 
 
 def _logs_live(rd, rec, nodes, follow: bool) -> bool:
@@ -270,13 +288,35 @@ def image_save(name: str, output: str) -> None:
     click.echo(f"sha256 {digest} (written to {output}.sha256; put it in the job as image.sha256)")
 
 
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--job", "-f", "job", help="Job file, to find hosts when runs/ has no record of the run.")
+def gather(run_id: Optional[str], job: Optional[str]) -> None:
+    """Bring every node's metrics files back to runs/<id>/metrics/ (done by `up` and `down` too)."""
+    from .launcher import Hosts, gather_run
+    from .runs import run_dir
+
+    rid, spec, rd = _spec_for(run_id, job)
+    rd = rd or run_dir(rid)
+    _install_masker(spec)
+    if spec.runtime != "docker":
+        raise UsageError("runtime: process runs gather their metrics when they end")
+    hosts = Hosts.connect_all(spec)
+    try:
+        counts = gather_run(hosts, rid, rd)
+    finally:
+        hosts.close()
+    for h, n in counts.items():
+        click.echo(f"{h}: {n} metrics file(s) -> {rd.path / 'metrics'}")
+
+
 def _register_optional() -> None:
     """Commands that live in their own modules (report, runs, compare)."""
     try:
         from . import cli_report
     except ImportError:  # pragma: no cover - the module is part of the package
         return
-    for name in ("report", "runs", "compare", "gather"):
+    for name in ("report", "runs", "compare"):
         cmd = getattr(cli_report, name, None)
         if isinstance(cmd, click.Command):
             cli.add_command(cmd, name)

@@ -578,30 +578,13 @@ class Launcher:
         if self.hosts is not None and self.spec.runtime == "docker":
             reachable = [h for h in self.hosts.transports if h not in failures]
             _quiet(remove_run_containers, self.hosts, self.run_id, 0, self.rd, reachable)
-            for h in reachable:
-                if self.spec.container.secret_env:
-                    t = self.hosts.transports[h]
-                    _quiet(t.run, ["rm", "-f", *[n.secret_file for n in plan.nodes if n.host.text == h and n.secret_file]])
+            for node in plan.nodes:
+                if node.secret_file and node.host.text in reachable:
+                    _quiet(self.hosts.transports[node.host.text].run, ["rm", "-f", node.secret_file])
 
     def _gather_metrics(self, h: NodeHandle) -> None:
-        node = h.node
-        dest = self.rd.metrics_dir(node.rank, node.label)
-        if self.spec.runtime == "process":
-            src = Path(node.output_dir)
-            files = sorted(p.name for p in src.glob("*.jsonl")) if src.is_dir() else []
-            read = lambda name: (src / name).read_bytes()  # noqa: E731
-        else:
-            assert self.hosts is not None
-            t = self.hosts.transports[node.host.text]
-            files = [f for f in t.list_files(node.output_dir) if f.endswith(".jsonl")]
-            read = lambda name: t.read_file(f"{node.output_dir}/{name}")  # noqa: E731
-        if files:
-            dest.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            safe = os.path.basename(name)
-            if safe in ("", ".", ".."):
-                continue
-            (dest / safe).write_bytes(Masker.current().mask_bytes(read(name)))
+        t = None if self.spec.runtime == "process" else self.hosts.transports[h.node.host.text]  # type: ignore[union-attr]
+        gather_node_metrics(t, h.node.output_dir, self.rd.metrics_dir(h.node.rank, h.node.label))
 
     def _teardown_everything(self, plan: Plan) -> None:
         if self.hosts is None or self.spec.runtime != "docker":
@@ -610,6 +593,43 @@ class Launcher:
             remove_run_containers(self.hosts, self.run_id, 0, self.rd)
         except OrchestrateError as err:
             self.console.error(f"cleanup after a failed start: {err}; run `orchestrate down {self.run_id}`")
+
+
+def gather_node_metrics(t: Optional[Transport], output_dir: str, dest: Path) -> int:
+    """Copy the trainer's *.jsonl files from a node's output dir (on its host, or here when ``t`` is None)."""
+    if t is None:
+        src = Path(output_dir)
+        files = sorted(p.name for p in src.glob("*.jsonl")) if src.is_dir() else []
+        read = lambda name: (src / name).read_bytes()  # noqa: E731
+    else:
+        files = [f for f in t.list_files(output_dir) if f.endswith(".jsonl")]
+        read = lambda name: t.read_file(f"{output_dir}/{name}")  # noqa: E731
+    for name in files:
+        safe = os.path.basename(name)
+        if safe in ("", ".", ".."):
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / safe).write_bytes(Masker.current().mask_bytes(read(name)))
+    return len(files)
+
+
+def gather_run(hosts: "Hosts", run_id: str, rd: RunDir, attempt: int = 0) -> dict[str, int]:
+    """Metrics of every node of a run back to runs/<id>/metrics/ (``orchestrate gather``, ``down``)."""
+    plan = make_plan(hosts.spec, run_id, attempt)
+
+    def one(node):
+        return gather_node_metrics(hosts.transports[node.host.text], node.output_dir,
+                                   rd.metrics_dir(node.rank, node.label))
+
+    results, _ = fanout([(n.host.text, n) for n in plan.nodes], one, "gather metrics")
+    return results
+
+
+def remove_secret_files(hosts: "Hosts", run_id: str) -> None:
+    plan = make_plan(hosts.spec, run_id)
+    for node in plan.nodes:
+        if node.secret_file:
+            _quiet(hosts.transports[node.host.text].run, ["rm", "-f", node.secret_file])
 
 
 def _probe(t: Transport, timeout: float = 6.0) -> Optional[str]:

@@ -89,7 +89,7 @@ def run_record(runs: Path) -> dict:
 def containers_of(testbed, run_id: Optional[str] = None) -> dict[str, list]:
     """Every container labelled orchestrate.run(=run_id) on every testbed host, asked of each daemon."""
     out = {}
-    for h in testbed.hosts:
+    for h in testbed:
         label = f"orchestrate.run={run_id}" if run_id else "orchestrate.run"
         out[h.name] = testbed.docker_client(h.name).containers.list(all=True, filters={"label": label})
     return out
