@@ -38,10 +38,11 @@ for c in debootstrap docker tar gzip sha256sum; do
 done
 
 SUITE=bookworm
-# Kept small: python3 for the venv's interpreter, iproute2/procps for
+# Kept small: python3 for the venv's interpreter (python3-venv so docker/Dockerfile.cpu
+# can make a venv without apt), iproute2/procps for
 # debugging and GLOO_SOCKET_IFNAME discovery, libstdc++6/libgomp1 that torch's
 # wheels expect from the system, ca-certificates for anything that fetches.
-PACKAGES=python3,iproute2,procps,libstdc++6,libgomp1,ca-certificates
+PACKAGES=python3,python3-venv,iproute2,procps,libstdc++6,libgomp1,ca-certificates
 CACHE=${ORCHESTRATE_ROOTFS_CACHE:-/var/tmp/orchestrate-testbed-cache}
 
 mirror_from_apt() {

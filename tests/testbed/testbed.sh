@@ -14,7 +14,8 @@
 #
 # Environment: ORCHESTRATE_TESTBED_DIR (state, default /var/tmp/orchestrate-testbed),
 # ORCHESTRATE_TESTBED_CACHE (default /var/tmp/orchestrate-testbed-cache),
-# ORCHESTRATE_TESTBED_KEEP_ON_FAILURE=1 (a failed `up` leaves its state for a look).
+# ORCHESTRATE_TESTBED_KEEP_ON_FAILURE=1 (a failed `up` leaves its state for a look),
+# ORCHESTRATE_TESTBED_DOCKERD_ARGS (extra dockerd flags, word-split; e.g. --debug).
 set -euo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
@@ -212,7 +213,8 @@ start_dockerd() {
         --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
         --storage-driver=overlay2 \
         --init-path "$init_path" \
-        --cgroup-parent "/otb-tb$i"
+        --cgroup-parent "/otb-tb$i" \
+        ${ORCHESTRATE_TESTBED_DOCKERD_ARGS:-}
     pid=$!
     local n
     for ((n = 0; n < 300; n++)); do
