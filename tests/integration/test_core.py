@@ -52,21 +52,22 @@ def test_detach_status_logs_down_from_another_shell(testbed, runs, tmp_path):
     res = orchestrate("up", str(job), "--detach", runs=runs)
     assert res.rc == 0, res
     run_id = run_record(runs)["run_id"]
-    on_hosts = containers_of(testbed, run_id)
-    assert {h: len(v) for h, v in on_hosts.items() if v} == {"tb1": 1, "tb2": 1}
-    c = on_hosts["tb1"][0]
-    assert c.labels["orchestrate.rank"] == "0" and c.labels["orchestrate.job"] == "detached"
-    assert c.name == f"detached-{run_id}-node0"
-    assert c.attrs["HostConfig"]["NetworkMode"] == "host" and c.attrs["HostConfig"]["IpcMode"] == "host"
-    assert c.attrs["HostConfig"]["Init"] is True
+    try:
+        on_hosts = containers_of(testbed, run_id)
+        assert {h: len(v) for h, v in on_hosts.items() if v} == {"tb1": 1, "tb2": 1}
+        c = on_hosts["tb1"][0]
+        assert c.labels["orchestrate.rank"] == "0" and c.labels["orchestrate.job"] == "detached"
+        assert c.name == f"detached-{run_id}-node0"
+        assert c.attrs["HostConfig"]["NetworkMode"] == "host" and c.attrs["HostConfig"]["IpcMode"] == "host"
+        assert c.attrs["HostConfig"]["Init"] is True
 
-    st = json.loads(orchestrate("status", run_id, "--json", runs=runs).out)
-    assert {(n["rank"], n["host"], n["state"]) for n in st["nodes"]} == {(0, "tb1", "running"), (1, "tb2", "running")}
-    wait_for(lambda: "started 1 of 2" in orchestrate("logs", run_id, runs=runs).out, "node 1's first line")
-    logs = orchestrate("logs", run_id, runs=runs)
-    assert "[node0 tb1] started 0 of 2" in logs.out and "[node1 tb2] started 1 of 2" in logs.out
-
-    down = orchestrate("down", run_id, runs=runs)
+        st = json.loads(orchestrate("status", run_id, "--json", runs=runs).out)
+        assert {(n["rank"], n["host"], n["state"]) for n in st["nodes"]} == {(0, "tb1", "running"), (1, "tb2", "running")}
+        wait_for(lambda: "started 1 of 2" in orchestrate("logs", run_id, runs=runs).out, "node 1's first line")
+        logs = orchestrate("logs", run_id, runs=runs)
+        assert "[node0 tb1] started 0 of 2" in logs.out and "[node1 tb2] started 1 of 2" in logs.out
+    finally:
+        down = orchestrate("down", run_id, runs=runs)
     assert down.rc == 0, down
     assert_nothing_left(testbed, run_id)
     # the logs of the removed containers were kept
