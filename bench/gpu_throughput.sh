@@ -66,7 +66,7 @@ fi
 
 # JPEG data: real photographs (sklearn's two sample images) cut into random crops, so the
 # decoder sees natural-image entropy; procedural images if sklearn is absent.
-DATA="$OUT/jpeg"
+DATA="$OUT/data"  # not a config name: train() empties $OUT/<config>
 $PY - "$DATA" "$N_JPEG" "$JPEG_PX" <<'PYEOF'
 import os, sys, time
 from multiprocessing import Pool
@@ -94,9 +94,7 @@ def make(i):
         img = Image.fromarray(base).resize((px, px), Image.BICUBIC)
         noise = rng.integers(-20, 20, (px, px, 3))
         img = Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
-    for split, count in (("train", n), ("val", CLASSES)):
-        if split == "val" and i >= CLASSES:
-            continue
+    for split in ("train", "val") if i < CLASSES else ("train",):  # val: one per class
         d = os.path.join(root, split, f"c{i % CLASSES:03d}")
         os.makedirs(d, exist_ok=True)
         img.save(os.path.join(d, f"{i:06d}.jpg"), quality=90)

@@ -15,7 +15,7 @@ import torch
 
 from . import dist
 from .compat import torch_load
-from .devices import DeviceChoice, _module
+from .devices import DeviceChoice, _module, torch_device
 from .errors import UserError
 
 CHECKPOINT_NAME = "checkpoint-last.pth"
@@ -102,7 +102,7 @@ def load_resume(resume: Optional[str], output_dir: str, topo, dev: DeviceChoice)
     # another file), and trusts it only if it is byte-identical to rank 0's
     path = view["path"] if topo.is_main else _local_path(resume, output_dir)
     have = os.path.isfile(path) and (topo.is_main or _sha256(path) == view["digest"])
-    missing = torch.tensor([0 if have else 1], device=dev.torch_device)
+    missing = torch.tensor([0 if have else 1], device=torch_device(dev))
     missing = int(dist.all_reduce_sum(missing).item())
     blob = None
     if missing:

@@ -157,10 +157,12 @@ def collate_eval(batch):
 class SyntheticLoader:
     """One random batch made on the device, served steps_per_epoch times (pure compute)."""
 
-    def __init__(self, batch_size, img_size, num_classes, steps_per_epoch, device, seed):
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        self.images = torch.randn(batch_size, 3, img_size, img_size, generator=g).to(device)
-        self.targets = torch.randint(0, num_classes, (batch_size,), generator=g).to(device)
+    def __init__(self, batch_size, img_size, num_classes, steps_per_epoch, device,
+                 channels_last: bool):
+        self.images = torch.randn(batch_size, 3, img_size, img_size, device=device)
+        if channels_last:  # so the per-step conversion is a no-op, as for a real pipeline
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+        self.targets = torch.randint(0, num_classes, (batch_size,), device=device)
         self.steps = steps_per_epoch
 
     def set_epoch(self, epoch: int) -> None:

@@ -205,11 +205,12 @@ def _train(args, topo, dev, splits, started) -> int:
         args.workers = workers
         train_loader, val_loader = data.build_image_loaders(
             splits[0], splits[1], model, args, topo.rank, topo.world_size,
-            pin_memory=dev.type != "cpu" and not args.no_pin_memory)
+            # pinning is CUDA's; torch_mlu's pinned-memory support differs between versions
+            pin_memory=dev.type == "cuda" and not args.no_pin_memory)
         steps = data.steps_in_epoch(len(train_loader), args.steps_per_epoch)
     else:
         train_loader = data.SyntheticLoader(args.batch_size, args.img_size, num_classes,
-                                            args.steps_per_epoch, device, args.seed + topo.rank)
+                                            args.steps_per_epoch, device, args.channels_last)
         val_loader = None
         steps = args.steps_per_epoch
 
