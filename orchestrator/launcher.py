@@ -312,7 +312,8 @@ class Launcher:
             def one(h: str):
                 return images.ensure_image(self.hosts.transports[h], self.hosts.docker(h), img, local_ident,
                                            progress=lambda done, total: progress.update(h, done, total),
-                                           note=lambda text: progress.note(h, text))
+                                           note=lambda text: progress.note(h, text),
+                                           cache_dir=self.spec.host_dir)
             results, _ = fanout([(h, h) for h in hosts], one, "image")
         for r in results.values():
             self.console.info(f"[{r.host}] image {r.image_id[:19]} "

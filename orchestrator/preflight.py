@@ -86,6 +86,22 @@ def parse_addr_dev(text: str) -> Optional[str]:
     return None
 
 
+# One exec gathers what preflight needs from a host (each ssh exec costs a login shell's start-up).
+# The script is constant; the address and port arrive as "$1" and "$2", never parsed as shell code.
+_FACTS = (
+    'ip -o route get "$1" 2>&1; echo @@; ip -o addr show to "$1" 2>&1; echo @@; '
+    'ss -Hltn "sport = :$2" 2>/dev/null || echo ERR; echo @@; ls -1A /dev 2>/dev/null; echo @@; '
+    'ls -1A /dev/dri 2>/dev/null; true'
+)
+
+
+def _gather_facts(t, master_addr: str, port: int) -> dict[str, str]:
+    res = t.run(["sh", "-c", _FACTS, "orchestrate-preflight", master_addr, str(port)], timeout=30)
+    parts = res.text().split("@@\n")
+    parts += [""] * (5 - len(parts))
+    return dict(zip(("route", "addr", "ss", "dev", "dri"), parts))
+
+
 def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master_addr: str) -> HostReport:
     t = hosts.transports[host]
     rep = HostReport(host)
@@ -98,22 +114,21 @@ def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master
         except Exception as err:  # noqa: BLE001 - reported in the table
             rep.checks.append(Check("docker", False, f"daemon not reachable: {str(err).splitlines()[0][:160]}"))
     ifname = None
+    facts = _gather_facts(t, master_addr, spec.distributed.master_port) if spec.transport == "ssh" or \
+        spec.device != "cpu" else {}
     if spec.transport == "ssh":
-        res = t.run(["ip", "-o", "route", "get", master_addr], timeout=15)
-        ifname = parse_route_dev(res.text()) if res.ok else None
+        ifname = parse_route_dev(facts["route"])
         if ifname == "lo" and not master_addr.startswith("127."):
             # the master itself: the route is local; the interface is the one that holds the address
-            own = t.run(["ip", "-o", "addr", "show", "to", master_addr], timeout=15)
-            ifname = parse_addr_dev(own.text()) or ifname
+            ifname = parse_addr_dev(facts["addr"]) or ifname
         if ifname:
             rep.checks.append(Check("route to master", True, f"{master_addr} via {ifname}"))
         else:
-            rep.checks.append(Check("route to master", False, f"no route to {master_addr}: {res.err_line()}"))
+            why = facts["route"].strip().splitlines()[-1] if facts["route"].strip() else "ip route get failed"
+            rep.checks.append(Check("route to master", False, f"no route to {master_addr}: {why}"))
     devices: list[str] = []
     if spec.device != "cpu":
-        dev = t.run(["ls", "-1A", "/dev"], timeout=15).text().split()
-        dri = t.run(["ls", "-1A", "/dev/dri"], timeout=15).text().split()
-        count, devices, missing = discover_devices(spec.device, dev, dri)
+        count, devices, missing = discover_devices(spec.device, facts["dev"].split(), facts["dri"].split())
         need = spec.distributed.nproc_per_node
         ok = count >= need and missing is None
         detail = f"{count} {spec.device} device(s) found, nproc_per_node is {need}"
@@ -122,11 +137,12 @@ def check_host(spec: JobSpec, hosts: "Hosts", host: str, is_master: bool, master
         rep.checks.append(Check("accelerators", ok, detail))
     if is_master and spec.transport == "ssh":
         port = spec.distributed.master_port
-        res = t.run(["ss", "-Hltn", f"sport = :{port}"], timeout=15)
-        busy = res.ok and res.text().strip() != ""
-        rep.checks.append(Check("master port", res.ok and not busy,
+        ss_out = facts["ss"]
+        checked = not ss_out.startswith("ERR")
+        busy = checked and ss_out.strip() != ""
+        rep.checks.append(Check("master port", checked and not busy,
                                 f"{port} already in use on the master" if busy else
-                                (f"{port} free" if res.ok else f"cannot check: {res.err_line()}")))
+                                (f"{port} free" if checked else "cannot check: `ss` failed on the master")))
     rep.facts = HostFacts(ifname=ifname, devices=tuple(devices))
     return rep
 
@@ -191,6 +207,9 @@ def check_master_reachable(spec: JobSpec, hosts: "Hosts", master_host: str, mast
         chan.settimeout(20)
         first = chan.makefile("rb").readline().decode(errors="replace").strip()
         if first != "ready":
+            if chan.recv_exit_status() == 127:
+                return {h: Check("reach master", True, "not checked: no python3 on the master host")
+                        for h in hosts.transports}
             err = chan.makefile_stderr("rb").read().decode(errors="replace").strip().splitlines()
             why = err[-1] if err else "listener did not start"
             return {master_host: Check("reach master", False, f"cannot listen on {master_addr}:{port}: {why}")}

@@ -280,6 +280,21 @@ class SSHTransport(Transport):
             f.chmod(mode)
             f.write(data)
 
+    def makedirs(self, path: str) -> None:
+        """mkdir -p over SFTP: no remote shell to start."""
+        sftp = self.sftp()
+        parts = [p for p in path.split("/") if p]
+        current = ""
+        for part in parts:
+            current += "/" + part
+            try:
+                sftp.stat(current)
+            except FileNotFoundError:
+                try:
+                    sftp.mkdir(current)
+                except OSError:
+                    sftp.stat(current)  # created meanwhile by another node's thread; else this raises
+
     def put_file(self, local: str, remote: str, callback: Optional[Callable[[int, int], None]] = None) -> None:
         self.sftp().put(local, remote, callback=callback)
 
