@@ -132,25 +132,23 @@ def _log_step(ctx: Ctx, state: State, epoch: int, interval: Interval, loss_sum, 
 def evaluate(ctx: Ctx, state: State, loader):
     """(val_loss, top1, top5, images counted): sums over ranks of an unpadded sharding."""
     ctx.eval_model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device="cpu")  # loss, top1, top5, n, bad
-    for x, y, bad in loader:
-        sums[4] += bad
+    dtype = torch.float64 if ctx.dev.type != "mlu" else torch.float32  # CNCL: no float64
+    sums = torch.zeros(4, dtype=dtype, device=ctx.device)  # loss, top1, top5, images
+    bad = 0
+    for x, y, n_bad in loader:
+        bad += n_bad
         if x is None:
             continue
         x, y = _to_device(ctx, x, y)
         with compat.autocast(ctx.dev, ctx.precision):
             out = ctx.eval_model(x)
         out = out.float()
-        k = min(5, out.shape[1])
-        topk = out.topk(k, dim=1).indices
-        hit = topk.eq(y.unsqueeze(1))
-        sums[0] += float(F.cross_entropy(out, y, reduction="sum"))
-        sums[1] += float(hit[:, :1].sum())
-        sums[2] += float(hit.any(dim=1).sum())
-        sums[3] += y.shape[0]
-    state.bad_images += int(sums[4])
-    dtype = torch.float64 if ctx.dev.type != "mlu" else torch.float32
-    sums = dist.all_reduce_sum(sums.to(device=ctx.device, dtype=dtype)).cpu()
+        hit = out.topk(min(5, out.shape[1]), dim=1).indices.eq(y.unsqueeze(1))
+        sums += torch.stack([F.cross_entropy(out, y, reduction="sum"),
+                             hit[:, :1].sum(), hit.any(dim=1).sum(),
+                             torch.tensor(y.shape[0], device=ctx.device)]).to(dtype)
+    state.bad_images += bad
+    sums = dist.all_reduce_sum(sums).cpu()
     n = int(sums[3])
     if n == 0:
         return None, None, None, 0
