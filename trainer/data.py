@@ -22,6 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .errors import UserError
 
+_WARNED = set()
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -84,8 +85,10 @@ class ImageFiles(Dataset):
                 img = Image.open(f)
                 img = img.convert("RGB")  # forces the full decode inside the try
         except (OSError, ValueError, SyntaxError) as exc:
-            print(f"trainer: warning: skipping unreadable image {path}: {exc}",
-                  file=sys.stderr, flush=True)
+            if path not in _WARNED:  # once per file and process; the counter counts every skip
+                _WARNED.add(path)
+                print(f"trainer: warning: skipping unreadable image {path}: {exc}",
+                      file=sys.stderr, flush=True)
             return None
         if seed is None:
             return self.transform(img), target
