@@ -23,6 +23,15 @@ class Topology:
         return self.rank == 0
 
     @property
+    def node_leader(self) -> bool:
+        """Local rank 0: the one process per node that speaks for the node."""
+        return self.local_rank == 0
+
+    @property
+    def node_rank(self) -> int:
+        return self.rank // max(1, self.local_world_size)
+
+    @property
     def distributed(self) -> bool:
         return self.world_size > 1
 
@@ -39,6 +48,13 @@ def init(topo: Topology, dev: DeviceChoice, timeout_min: float) -> None:
         return
     tdist.init_process_group(backend=dev.backend,
                              timeout=datetime.timedelta(minutes=timeout_min))
+
+
+def announce(topo: Topology, stage: str) -> None:
+    """A marker line for the orchestrator's watchdog ("[orchestrate] rendezvous", "... first-step"),
+    printed once per node, so a node that never gets there can be named."""
+    if topo.node_leader:
+        print(f"[orchestrate] {stage} node {topo.node_rank}", flush=True)
 
 
 def shutdown() -> None:

@@ -80,6 +80,8 @@ def train_one_epoch(ctx: Ctx, state: State, loader, epoch: int) -> float:
         ctx.scheduler.step()
         state.global_step += 1
         state.steps_this_run += 1
+        if state.steps_this_run == 1:
+            dist.announce(topo, "first-step")
         interval.add(x.shape[0], wait)
         loss_sum += loss.detach().float()
         epoch_loss_sum += loss.detach().float()
@@ -125,6 +127,12 @@ def _log_step(ctx: Ctx, state: State, epoch: int, interval: Interval, loss_sum, 
             line += " img/s (warm-up)"
         if rec["peak_mem_bytes"] is not None:
             line += f" peak-mem {rec['peak_mem_bytes'] / 2 ** 20:.0f} MiB"
+        print(line, flush=True)
+    elif ctx.topo.node_leader:
+        # every other node shows that it trains too: its own devices' throughput
+        line = f"node {ctx.topo.node_rank}: epoch {epoch} step {state.global_step}/{ctx.total_steps} loss {rec['loss']:.4f}"
+        if img_s is not None:
+            line += f" img/s ~{img_s * ctx.topo.local_world_size:.1f} on this node ({img_s:.1f}/device)"
         print(line, flush=True)
 
 

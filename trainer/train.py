@@ -145,6 +145,7 @@ def run(args) -> int:
     from . import dist
 
     dist.init(topo, dev, args.dist_timeout_min)
+    dist.announce(topo, "rendezvous")
     try:
         return _train(args, topo, dev, splits, started)
     finally:

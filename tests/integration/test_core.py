@@ -34,6 +34,10 @@ def test_testbed_job_2x2_gloo_across_hosts(testbed, runs):
     assert (run / "logs" / "node0-tb1.log").stat().st_size > 0
     assert (run / "logs" / "node1-tb2.log").exists()
     assert "[node0 tb1] " in res.out and "img/s" in res.out
+    # both nodes show that they train, and both passed the watchdog's stages
+    assert "[node1 tb2] node 1: epoch 0 step" in res.out
+    for node in ("[node0 tb1]", "[node1 tb2]"):
+        assert f"{node} [orchestrate] rendezvous" in res.out and f"{node} [orchestrate] first-step" in res.out
     assert_nothing_left(testbed, run_id)
     # status and logs from a later shell
     st = orchestrate("status", run_id, "--json", runs=runs)
