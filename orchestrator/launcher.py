@@ -175,6 +175,7 @@ class Launcher:
         Masker.install(self.secrets.values())
         self.hosts: Optional[Hosts] = None
         self.interrupts = 0
+        self._interrupt_said = False
         self.events: "queue.Queue[tuple]" = queue.Queue()
         self.record: dict = {}
         self.image_id: Optional[str] = None
@@ -182,16 +183,21 @@ class Launcher:
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
+        # Only a counter: a handler that takes a lock (printing, a queue) can deadlock against the very
+        # code it interrupted. The main loop notices within half a second; a second signal stops waiting.
         self.interrupts += 1
-        self.events.put(("interrupt", self.interrupts))
-        if self.interrupts == 1:
+        if self.interrupts > 1:
+            raise KeyboardInterrupt
+
+    def _say_interrupted(self) -> None:
+        if not self._interrupt_said:
+            self._interrupt_said = True
             self.console.warn("interrupted: stopping and removing this run's containers on every host "
                               "(press Ctrl-C again to stop waiting)")
-        else:
-            raise KeyboardInterrupt
 
     def _check_interrupt(self, phase: str) -> None:
         if self.interrupts:
+            self._say_interrupted()
             raise Interrupted(f"interrupted during {phase}; run {self.run_id} torn down")
 
     # -- run.json ------------------------------------------------------------------------------
@@ -414,7 +420,8 @@ class Launcher:
                         outcomes[r].ended = now_iso()
                         if first_failure is None and not stopping:
                             first_failure = (r, f"host lost: {why}")
-            elif ev is not None and ev[0] == "interrupt":
+            if self.interrupts and not stopping:
+                self._say_interrupted()
                 stopping = True
             if not stopping and first_failure is None:
                 fired = self._watchdog(plan, running, last_output, started_at)
@@ -556,7 +563,7 @@ class Launcher:
 
     def _gang_stop(self, handles: list[NodeHandle]) -> None:
         grace = self.spec.faults.stop_grace
-        threads = [threading.Thread(target=_quiet, args=(h.stop, grace)) for h in handles]
+        threads = [threading.Thread(target=_quiet, args=(h.stop, grace), daemon=True) for h in handles]
         for t in threads:
             t.start()
         for t in threads:

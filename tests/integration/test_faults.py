@@ -151,6 +151,27 @@ def test_ctrl_c_at_any_phase_removes_everything(testbed, runs, tmp_path, phase):
         assert "node 0 up" in logs["node0-tb1.log"] and "node 1 up" in logs["node1-tb2.log"]
 
 
+def test_second_ctrl_c_stops_waiting_and_says_what_is_left(testbed, runs, tmp_path):
+    job = base_job("sigint-twice", faults={"stop_grace": 20},
+                   command=["sh", "-c", 'trap "" TERM; echo "node $NODE_RANK up"; sleep 600'])
+    job_file = write_job(tmp_path, job)
+    proc = start_orchestrate("up", str(job_file), runs=runs)
+    seen: list[str] = []
+    read_until(proc, "[node1 tb2] node 1 up", seen)
+    proc.send_signal(signal.SIGINT)
+    read_until(proc, "interrupted: stopping and removing", seen)
+    proc.send_signal(signal.SIGINT)  # the nodes ignore SIGTERM: the first stop is still waiting out its grace
+    out = finish(proc, seen)
+    assert proc.returncode == 130, out
+    rid = run_record(runs)["run_id"]
+    assert f"may be left: remove them with `orchestrate down {rid}`" in out
+    down = orchestrate("down", rid, runs=runs)
+    assert down.rc == 0, down
+    assert_nothing_left(testbed, rid)
+    logs = logs_of(runs)
+    assert "node 0 up" in logs["node0-tb1.log"] and "node 1 up" in logs["node1-tb2.log"]
+
+
 def test_detach_ctrl_c_only_detaches(testbed, runs, tmp_path):
     job = base_job("detach-int", command=["sh", "-c", 'echo "node $NODE_RANK up"; sleep 600'])
     res = orchestrate("up", str(write_job(tmp_path, job)), "--detach", runs=runs)
