@@ -149,6 +149,7 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"run {rid or '(all runs of ' + spec.name + ')'}"
@@ -156,8 +157,9 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
     for col in ("run", "node", "host", "container", "state", "exit"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["run_id"] or "", "" if r["rank"] is None else f"node{r['rank']}", r["host"],
-                      r["container"] or "", r["state"], "" if r["exit_code"] is None else str(r["exit_code"]))
+        table.add_row(*(escape(x) for x in (
+            r["run_id"] or "", "" if r["rank"] is None else f"node{r['rank']}", r["host"], r["container"] or "",
+            r["state"], "" if r["exit_code"] is None else str(r["exit_code"]))))
     Console().table(table)
 
 

@@ -83,7 +83,7 @@ class Console:
             code = "-" if o.exit_code is None else str(o.exit_code)
             dur = "-" if o.duration_s is None else f"{o.duration_s:.1f}s"
             log = rd.log_file(o.rank, plan.nodes[o.rank].label, plan.attempt)
-            table.add_row(f"node{o.rank}", o.host, code, dur, note, str(log))
+            table.add_row(f"node{o.rank}", escape(o.host), code, dur, note, escape(str(log)))
         with self._lock:
             self.out.print(table)
 
@@ -116,7 +116,7 @@ class HostProgress:
                                       TransferSpeedColumn(), TimeRemainingColumn(), console=console.err,
                                       transient=False)
             for h in hosts:
-                self._tasks[h] = self._progress.add_task(f"[{h}] {title}", total=None, start=False)
+                self._tasks[h] = self._progress.add_task(escape(f"[{h}] {title}"), total=None, start=False)
 
     def __enter__(self) -> "HostProgress":
         if self._progress is not None:
@@ -141,6 +141,6 @@ class HostProgress:
 
     def note(self, host: str, text: str) -> None:
         if self._progress is not None:
-            self._progress.update(self._tasks[host], description=f"[{host}] {text}")
+            self._progress.update(self._tasks[host], description=escape(f"[{host}] {text}"))
         else:
             self.console.info(f"[{host}] {text}")

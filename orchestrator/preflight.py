@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import PreflightError
@@ -275,8 +276,9 @@ def render(reports: list[HostReport]) -> Table:
         cells = []
         for n in names:
             c = next((c for c in r.checks if c.name == n), None)
-            cells.append("" if c is None else (f"[green]ok[/] {c.detail}" if c.ok else f"[red]FAIL[/] {c.detail}"))
-        table.add_row(r.host, *cells)
+            cells.append("" if c is None else (f"[green]ok[/] {escape(c.detail)}" if c.ok
+                                               else f"[red]FAIL[/] {escape(c.detail)}"))
+        table.add_row(escape(r.host), *cells)
     return table
 
 
