@@ -103,6 +103,15 @@ def _spec_for(run_id: Optional[str], job: Optional[str]):
     return rd.run_id, JobSpec.model_validate(rec["job"]["spec"]), rd
 
 
+def _run_context(run_id: Optional[str], job: Optional[str]):
+    """(run id, spec, RunDir) of a run to act on, with its secrets masked from here on."""
+    from .runs import run_dir
+
+    rid, spec, rd = _spec_for(run_id, job)
+    _install_masker(spec)
+    return rid, spec, rd or run_dir(rid)
+
+
 @cli.command()
 @click.argument("run_id", required=False)
 @click.option("--job", "-f", "job", help="Job file, to find hosts when runs/ has no record of the run.")
@@ -169,11 +178,8 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
 def down(run_id: Optional[str], job: Optional[str]) -> None:
     """Stop and remove a run's containers on every host (found by label); keep their logs. Idempotent."""
     from .launcher import Hosts, gather_run, remove_run_containers, remove_secret_files
-    from .runs import run_dir
 
-    rid, spec, rd = _spec_for(run_id, job)
-    rd = rd or run_dir(rid)
-    _install_masker(spec)
+    rid, spec, rd = _run_context(run_id, job)
     console = Console()
     if spec.runtime != "docker":
         console.info("runtime: process runs end with their controller; nothing to remove")
@@ -296,11 +302,8 @@ def image_save(name: str, output: str) -> None:
 def gather(run_id: Optional[str], job: Optional[str]) -> None:
     """Bring every node's metrics files back to runs/<id>/metrics/ (done by `up` and `down` too)."""
     from .launcher import Hosts, gather_run
-    from .runs import run_dir
 
-    rid, spec, rd = _spec_for(run_id, job)
-    rd = rd or run_dir(rid)
-    _install_masker(spec)
+    rid, spec, rd = _run_context(run_id, job)
     if spec.runtime != "docker":
         raise UsageError("runtime: process runs gather their metrics when they end")
     hosts = Hosts.connect_all(spec)

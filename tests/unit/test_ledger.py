@@ -17,14 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 TIMM = str(REPO / "baselines" / "timm_seresnet50_ra2.yaml")
 
 
-@pytest.fixture
-def runs(tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    monkeypatch.setenv("ORCHESTRATE_RUNS_DIR", str(root))
-    monkeypatch.delenv("ORCHESTRATE_BASELINE", raising=False)
-    return root
-
-
 def invoke(*args):
     return CliRunner().invoke(make_group(), list(args))
 

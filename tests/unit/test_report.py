@@ -24,15 +24,6 @@ V100 = str(REPO / "baselines" / "v100_2x8_seed.yaml")
 TIMM = str(REPO / "baselines" / "timm_seresnet50_ra2.yaml")
 
 
-@pytest.fixture
-def runs(tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    monkeypatch.setenv("ORCHESTRATE_RUNS_DIR", str(root))
-    monkeypatch.delenv("ORCHESTRATE_BASELINE", raising=False)
-    monkeypatch.delenv("ORCHESTRATE_LANG", raising=False)
-    return root
-
-
 def invoke(*args):
     return CliRunner().invoke(make_group(), list(args), catch_exceptions=False)
 

@@ -22,14 +22,6 @@ CHROMIUM = "/usr/bin/chromium"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def runs(tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    monkeypatch.setenv("ORCHESTRATE_RUNS_DIR", str(root))
-    monkeypatch.delenv("ORCHESTRATE_BASELINE", raising=False)
-    return root
-
-
 def _pngs(page: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
 

@@ -18,14 +18,6 @@ from orchestrator.report_schema import REPORT_SCHEMA, validate  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def runs(tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    monkeypatch.setenv("ORCHESTRATE_RUNS_DIR", str(root))
-    monkeypatch.delenv("ORCHESTRATE_BASELINE", raising=False)
-    return root
-
-
 def report_json(*args):
     res = CliRunner().invoke(make_group(), ["report", *args, "--format", "json"])
     return res.exit_code, json.loads(res.output)
