@@ -83,7 +83,8 @@ def sections(doc: dict[str, Any], lang: str) -> list[Section]:
                    f"{cfg['device_count'] // max(cfg['nnodes'] or 1, 1)})"),
         ("precision", cfg["precision"]), ("global_batch", cfg["global_batch"]),
         ("top5", T.acc(res["top5"])), ("epochs", cfg["epochs"]),
-        ("image", f"{run['image']} ({(run['image_id'] or 'n/a')[:19]})"),
+        ("image", f"{run['image']} ({(run['image_id'] or 'n/a')[:19]})" if run["image"]
+         else "none (runtime: process)"),
         ("started", run["started"]), ("ended", run["ended"]), ("duration", T.seconds(run["duration_s"])),
         ("torch", cfg["torch_version"]),
     ]
