@@ -176,7 +176,7 @@ start_holder() {
     # A private mount namespace in the host's netns: /var/lib/orchestrate there
     # is this host's own directory. `sleep` keeps the namespace alive so sshd
     # and dockerd can be (re)started into it independently.
-    mkdir -p "$d/etc-docker" /etc/docker
+    mkdir -p "$d/etc-docker" /etc/docker "$d/root-home"
     spawn "$d/holder.log" nsenter --net="/run/netns/$(nsname "$i")" -- \
         unshare --mount --uts --propagation private -- /bin/sh -c '
             set -e
@@ -189,6 +189,9 @@ start_holder() {
             # Names of all hosts, so reverse lookups (torchrun, gloo) answer
             # at once instead of waiting on a DNS server nobody can reach.
             mount --bind "$3/etc-hosts" /etc/hosts
+            # Each host has its own root home: the login shell of the machine running
+            # the testbed (its .bashrc may run pyenv, conda ...) is not every host login shell.
+            mount --bind "$3/root-home" /root
             echo $$ >"$3/holder.pid.tmp"; mv "$3/holder.pid.tmp" "$3/holder.pid"
             exec sleep infinity' holder "tb$i" "$HOST_LIB" "$d"
     wait_for 10 "tb$i holder" holder_up "$i" ||
