@@ -28,7 +28,7 @@ import docker  # noqa: E402
 
 from orchestrator import images  # noqa: E402
 from orchestrator.fanout import fanout  # noqa: E402
-from orchestrator.launcher import Hosts  # noqa: E402
+from orchestrator.hosts import Hosts  # noqa: E402
 from orchestrator.spec import JobSpec  # noqa: E402
 
 STATE = Path(os.environ.get("ORCHESTRATE_TESTBED_DIR", "/var/tmp/orchestrate-testbed"))

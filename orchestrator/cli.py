@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import threading
-import time
 from typing import Optional
 
 import click
@@ -63,7 +62,7 @@ def up(job: str, dry_run: bool, detach: bool, skip_preflight: bool) -> None:
 def check(job: str) -> None:
     """Run the preflight checks of JOB on every host and print them as one table."""
     from . import preflight
-    from .launcher import Hosts
+    from .hosts import Hosts
 
     spec = _load(job)
     console = Console()
@@ -120,7 +119,7 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
     """Per-node state of a run, read from the hosts (container labels), not only from local files."""
     from . import docker_api
     from .fanout import fanout
-    from .launcher import Hosts
+    from .hosts import Hosts
     from .spec import JobSpec
 
     if job and not run_id:
@@ -177,7 +176,7 @@ def status(run_id: Optional[str], job: Optional[str], as_json: bool) -> None:
 @click.option("--job", "-f", "job", help="Job file, to find hosts when runs/ has no record of the run.")
 def down(run_id: Optional[str], job: Optional[str]) -> None:
     """Stop and remove a run's containers on every host (found by label); keep their logs. Idempotent."""
-    from .launcher import Hosts, gather_run, remove_run_containers, remove_secret_files
+    from .hosts import Hosts, gather_run, remove_run_containers, remove_secret_files
 
     rid, spec, rd = _run_context(run_id, job)
     console = Console()
@@ -240,7 +239,7 @@ def logs(run_id: Optional[str], follow: bool, node: Optional[int]) -> None:
 def _logs_live(rd, rec, nodes, follow: bool) -> bool:
     import docker
 
-    from .launcher import Hosts
+    from .hosts import Hosts
     from .spec import JobSpec
 
     spec = JobSpec.model_validate(rec["job"]["spec"])
@@ -301,7 +300,7 @@ def image_save(name: str, output: str) -> None:
 @click.option("--job", "-f", "job", help="Job file, to find hosts when runs/ has no record of the run.")
 def gather(run_id: Optional[str], job: Optional[str]) -> None:
     """Bring every node's metrics files back to runs/<id>/metrics/ (done by `up` and `down` too)."""
-    from .launcher import Hosts, gather_run
+    from .hosts import Hosts, gather_run
 
     rid, spec, rd = _run_context(run_id, job)
     if spec.runtime != "docker":

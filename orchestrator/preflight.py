@@ -19,7 +19,7 @@ from .spec import JobSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .console import Console
-    from .launcher import Hosts
+    from .hosts import Hosts
 
 MLU_EXTRA = re.compile(r"^(cambricon_ipcm\d+|commu\d+|cmsg_ctrl\d+|cambr-msgq:\d+|cambr-rpc:\d+|cambricon_gdr)$")
 

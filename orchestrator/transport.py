@@ -59,7 +59,7 @@ class _Policy(paramiko.MissingHostKeyPolicy):
         if self.mode != "accept-new":
             raise HostKeyError(
                 f"{self.shown}: host key not in {self.known_hosts} ({key.get_name()} {fp}); refusing to connect",
-                hint=f"verify the fingerprint out of band, then add it (ssh-keyscan) or set ssh.host_key_policy: accept-new",
+                hint="verify the fingerprint out of band, then add it (ssh-keyscan) or set ssh.host_key_policy: accept-new",
             )
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from datetime import datetime
 from pathlib import Path
 

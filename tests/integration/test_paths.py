@@ -3,11 +3,10 @@ real testbed run."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from itest_helpers import REPO, STATE, assert_nothing_left, base_job, only_run, orchestrate, run_record, write_job
+from itest_helpers import STATE, assert_nothing_left, base_job, only_run, orchestrate, run_record, write_job
 
 
 @pytest.fixture

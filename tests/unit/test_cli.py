@@ -1,5 +1,4 @@
 """The CLI as a user meets it: instant help, one-line errors with the right exit codes, no traceback."""
-import json
 import os
 import subprocess
 import sys

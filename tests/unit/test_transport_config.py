@@ -40,7 +40,6 @@ def test_job_values_win_over_ssh_config():
 
 
 def test_fingerprint_is_openssh_sha256():
-    key = paramiko.Ed25519Key.from_private_key_file  # noqa: F841 - type exists
     import base64
     import hashlib
 
