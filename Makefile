@@ -10,6 +10,8 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 .PHONY: venv demo test unit integration testbed-up testbed-down bench clean
 
 $(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = 0 ] && ! { [ -x $(PY) ] && $(PY) -c "import ensurepip" 2>/dev/null; }; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv; fi
 	test -x $(PY) || { echo "need $(PY) (Debian's python3.11: apt-get install python3.11-venv)"; exit 1; }
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[train,test]' $(TORCH)
