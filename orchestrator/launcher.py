@@ -354,7 +354,6 @@ class Launcher:
                                f"when the host is back, `orchestrate down {self.run_id}` removes it and saves its log")
         failed = first_failure is not None or any(o.exit_code != 0 for o in outcomes)
         status = "stopped" if stopping and first_failure is None else ("failed" if failed else "succeeded")
-        self._write_record(status, outcomes, plan)
         self.record["ended"] = now_iso()
         self._write_record(status, outcomes, plan)
         self.console.summary(plan, outcomes, self.rd)
