@@ -167,7 +167,14 @@ def _connect_client(target: SSHTarget, spec: SSHSpec, config: paramiko.SSHConfig
         client.close()
         raise ConnectError(f"{target.shown}: timed out after {spec.connect_timeout:g}s connecting to "
                            f"{target.hostname}:{target.port}") from None
-    except (OSError, paramiko.SSHException, EOFError) as err:
+    except paramiko.SSHException as err:
+        client.close()
+        if "No authentication methods available" in str(err):
+            raise ConnectError(f"{target.shown}: authentication failed for {target.user}@{target.hostname}: no key to "
+                               "offer (no identity file, no ssh-agent key, no default ~/.ssh key)") from None
+        raise ConnectError(f"{target.shown}: cannot connect to {target.hostname}:{target.port}: "
+                           f"{err or type(err).__name__}") from None
+    except (OSError, EOFError) as err:
         client.close()
         raise ConnectError(f"{target.shown}: cannot connect to {target.hostname}:{target.port}: "
                            f"{err or type(err).__name__}") from None

@@ -3,6 +3,7 @@ real testbed run."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -100,3 +101,29 @@ def test_report_of_a_real_testbed_run(testbed, runs, tmp_path):
     h = orchestrate("report", rid, "--format", "html", "-o", str(html), runs=runs)
     assert html.exists() and "data:image/png;base64," in html.read_text()
     assert h.rc in (0, 1)
+
+
+def test_ssh_agent_authentication(testbed, runs, tmp_path):
+    """No identity file anywhere: the key comes from a running ssh-agent (SSH_AUTH_SOCK)."""
+    import subprocess
+
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, text=True, check=True)
+    pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        env = {"SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(testbed.identity_file)], env={**os.environ, **env}, check=True,
+                       capture_output=True)
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text("Host tb1\n    HostName 10.213.0.11\n    User root\n")
+        job = base_job("agent", hosts=["tb1"], command=["sh", "-c", "echo via agent"])
+        job["ssh"] = {"config_file": str(cfg), "known_hosts": str(testbed.known_hosts_path)}
+        job_file = write_job(tmp_path, job)
+        res = orchestrate("up", str(job_file), runs=runs, env={**env, "HOME": str(tmp_path)})
+        assert res.rc == 0, res
+        assert "via agent" in res.out
+        # and without the agent the same job cannot log in: the agent is what authenticated
+        no_agent = orchestrate("up", str(job_file), runs=runs, env={"SSH_AUTH_SOCK": "", "HOME": str(tmp_path)})
+        assert no_agent.rc == 1 and "authentication failed" in no_agent.err, no_agent
+    finally:
+        os.kill(pid, 15)
