@@ -127,3 +127,31 @@ def test_ssh_agent_authentication(testbed, runs, tmp_path):
         assert no_agent.rc == 1 and "authentication failed" in no_agent.err, no_agent
     finally:
         os.kill(pid, 15)
+
+
+def test_digits_across_the_testbed_and_the_verdict(testbed, runs):
+    """Real data end to end: 2 hosts x 2 ranks learn the digits; the report judges that real top-1."""
+    import subprocess
+    import sys
+
+    from itest_helpers import REPO
+
+    data = REPO / ".data" / "digits"
+    if not (data / "val").is_dir():
+        subprocess.run([sys.executable, "-m", "trainer.digits", str(data)], check=True, cwd=REPO)
+    res = orchestrate("up", "jobs/testbed_digits.yaml", runs=runs)
+    assert res.rc == 0, res
+    rid = run_record(runs)["run_id"]
+    summary = [json.loads(x) for x in (only_run(runs) / "metrics/node0-tb1/metrics-rank0.jsonl").read_text().splitlines()
+               if '"summary"' in x][-1]
+    assert summary["world_size"] == 4 and summary["top1"] >= 0.9
+    rel_err = abs(summary["top1"] - 1.0) / 1.0  # the seed's V100 row: acc=1.0
+    strict = orchestrate("report", rid, "--baseline", "baselines/v100_2x8_seed.yaml", "--format", "json", runs=runs)
+    doc = json.loads(strict.out)
+    assert doc["result"]["top1"] == pytest.approx(summary["top1"])
+    assert doc["comparison"]["acc_rel_err"] == pytest.approx(rel_err)
+    assert doc["comparison"]["throughput_ratio"] == pytest.approx(summary["img_s_mean"] / 5788)
+    assert (strict.rc, doc["comparison"]["verdict"]) == ((0, "pass") if rel_err <= 0.01 else (1, "fail"))
+    loose = orchestrate("report", rid, "--baseline", "baselines/v100_2x8_seed.yaml", "--format", "json",
+                        "--acc-tolerance", f"{rel_err + 0.005:.4f}", runs=runs)
+    assert loose.rc == 0 and json.loads(loose.out)["comparison"]["verdict"] == "pass"

@@ -11,31 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from trainer.digits import DIGIT_PX, write_digits
+
 REPO = Path(__file__).resolve().parents[2]
-DIGIT_PX = 32  # 8x8 digits upscaled 4x
-
-
-def write_digits(root: Path, px: int = DIGIT_PX) -> Path:
-    """sklearn's 1,797 digits as root/{train,val}/<digit>/<n>.jpg (RGB, px x px).
-    Deterministic split: every 5th image of each class goes to val (~20%)."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    seen = {}
-    for n, (img, label) in enumerate(zip(digits.images, digits.target)):
-        k = seen.get(label, 0)
-        seen[label] = k + 1
-        split = "val" if k % 5 == 4 else "train"
-        d = root / split / f"digit{label}"
-        d.mkdir(parents=True, exist_ok=True)
-        gray = (255 - img * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # dark ink on white
-        Image.fromarray(gray, "L").resize((px, px), Image.BICUBIC).convert("RGB").save(
-            d / f"{n:04d}.jpg", quality=95)
-    return root
-
-
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     return write_digits(tmp_path_factory.mktemp("digits"))
